@@ -1,0 +1,37 @@
+# One command each, on a fresh machine: `make run` (quickstart experiment) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; users with GPUs install their own torch first (pyproject declares a range).
+TORCH ?= torch==2.13.0
+
+.PHONY: setup run test lint format bench clean
+
+$(BIN)/moga: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(BIN)/moga
+
+setup: $(BIN)/moga
+
+run: setup
+	$(BIN)/moga run experiments/quickstart.yaml
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""moga: hardware-aware neural architecture search (MoGA / FairNAS) - search and orchestration."""
+
+__version__ = "0.1.0"

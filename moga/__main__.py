@@ -1,0 +1,5 @@
+import sys
+
+from moga.cli import main
+
+sys.exit(main())

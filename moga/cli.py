@@ -1,0 +1,111 @@
+"""The ``moga`` command line. Each sub-command is a thin wrapper over a library function; user
+errors (``UserError``) print one line and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from supernet.errors import UserError
+
+
+def _space_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--space", default=None, help="search space name or YAML path (default: the zoo model's, else moga)")
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--width-mult", type=float, default=1.0)
+    p.add_argument("--variant", default="imagenet", help="imagenet or cifar (stride-1 stem for 32x32 inputs)")
+
+
+def _resolve(args: argparse.Namespace):  # noqa: ANN202 - returns supernet.Arch
+    from supernet import ZOO, get_space, resolve_arch
+
+    space_name = args.space or (ZOO[args.arch][0] if args.arch in ZOO else "moga")
+    space = get_space(space_name, num_classes=args.num_classes, resolution=args.resolution, width_mult=args.width_mult, variant=args.variant)
+    return resolve_arch(args.arch, space)
+
+
+def cmd_arch_show(args: argparse.Namespace) -> None:
+    from moga.archinfo import describe
+
+    info = describe(_resolve(args), args.lut)
+    if args.json:
+        print(json.dumps({k: v for k, v in info.items() if k != "table"}, indent=2))
+    else:
+        print(info["table"])
+
+
+def cmd_arch_sample(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from supernet import Arch, get_space
+
+    space = get_space(args.space, num_classes=args.num_classes, resolution=args.resolution, width_mult=args.width_mult, variant=args.variant)
+    rng = np.random.default_rng(args.seed)
+    for _ in range(args.n):
+        print(Arch.random(space, rng))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from supernet.export import export_onnx, onnx_parity
+    from supernet.model import MobileNet
+
+    arch = _resolve(args)
+    model = MobileNet(arch).eval()
+    shape = (1, 3, arch.space.resolution, arch.space.resolution)
+    path = export_onnx(model, shape, args.onnx)
+    err = onnx_parity(model, path, shape)
+    print(f"wrote {path} ({arch.space.name}, input {shape}); onnxruntime max |diff| vs torch = {err:.2e}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moga", description="Hardware-aware neural architecture search (MoGA / FairNAS).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    arch = sub.add_parser("arch", help="inspect architectures").add_subparsers(dest="arch_command", required=True, metavar="ACTION")
+    p = arch.add_parser("show", help="per-layer table, parameters and multiply-adds of one architecture")
+    p.add_argument("arch", help="zoo name (moga_a, fairnas_c, ...) or architecture string")
+    _space_args(p)
+    p.add_argument("--lut", default=None, help="latency table JSON: adds the predicted latency")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_arch_show)
+    p = arch.add_parser("sample", help="random architecture strings of a space")
+    _space_args(p)
+    p.set_defaults(space="moga")
+    p.add_argument("-n", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_arch_sample)
+
+    p = sub.add_parser("export", help="export a standalone network to ONNX (parity-checked with onnxruntime)")
+    p.add_argument("arch", help="zoo name or architecture string")
+    _space_args(p)
+    p.add_argument("--onnx", required=True, help="output .onnx path")
+    p.set_defaults(func=cmd_export)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Sub-commands contributed by the pipeline stages (each module registers its own)."""
+    return []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"moga: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("moga: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

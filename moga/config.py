@@ -1,0 +1,211 @@
+"""Experiment configuration: one typed section per component, defaults defined only here.
+
+Load with ``load_config(path, overrides)``: YAML (safe loader) plus ``section.key=value`` overrides
+whose values are parsed as YAML scalars. Unknown keys and wrong types raise ``UserError`` naming the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from supernet.errors import UserError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SpaceConfig(Section):
+    name: str = "moga"  # a registered space (moga, fairnas) or a path to a space YAML file
+    resolution: int = Field(default=32, ge=8)
+    num_classes: int = Field(default=10, ge=1)
+    width_mult: float = Field(default=1.0, gt=0)
+    variant: Literal["imagenet", "cifar"] = "cifar"  # cifar: stem + first stride-2 layer at stride 1
+
+
+class DataConfig(Section):
+    kind: Literal["embedded", "imagefolder", "cifar10"] = "embedded"
+    path: str | None = None  # imagefolder / cifar10 directory
+    search_val_per_class: int = Field(default=100, ge=1)  # held out of train for search-time validation
+    workers: int = Field(default=0, ge=0)  # streaming loaders only; cached data needs none
+
+
+class SupernetConfig(Section):
+    sampler: Literal["fair", "uniform"] = "fair"
+    steps: int = Field(default=400, ge=1)  # optimizer updates
+    batch_size: int = Field(default=128, ge=1)  # global batch (split across DDP ranks)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(default=0.1, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=4e-5, ge=0)  # not applied to BN and biases
+    warmup_steps: int = Field(default=20, ge=0)
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    shared_grad: Literal["mean", "sum"] = "mean"  # fair step: average the m-fold accumulated grads of shared parts
+    grad_clip: float = Field(default=5.0, ge=0)  # 0 disables
+    channels_last: bool = True
+    amp: bool = True  # mixed precision, CUDA only
+    checkpoint_every: int = Field(default=50, ge=1)
+    eval_every: int = Field(default=100, ge=0)  # 0 disables periodic random-path validation
+    bn_calib_images: int = Field(default=1000, ge=0)  # BN recalibration per candidate; 0 keeps running stats
+    eval_images: int = Field(default=0, ge=0)  # 0 = the whole search-time validation split
+    eval_batch_size: int = Field(default=500, ge=1)
+
+
+class TableConfig(Section):
+    path: str | None = None  # an existing table (e.g. imported from a phone); None = build here
+    backend: Literal["onnxruntime-cpu", "onnxruntime-cuda", "fake"] = "onnxruntime-cpu"
+    device_name: str = "local-cpu"
+    threads: int = Field(default=1, ge=1)
+    batch: int = Field(default=1, ge=1)
+    warmup: int = Field(default=10, ge=0)
+    runs: int = Field(default=30, ge=1)
+    rounds: int = Field(default=3, ge=1)
+
+
+class LutConfig(Section):
+    tables: dict[str, TableConfig] = Field(default_factory=lambda: {"cpu": TableConfig()})
+    resolution: int | None = None  # latency at another input size than training (e.g. 224 for a phone)
+    validate_nets: int = Field(default=0, ge=0)  # whole networks measured to calibrate; 0 skips
+
+
+class ObjectiveConfig(Section):
+    name: str  # accuracy | latency | latency:<table> | params | macs
+    weight: float = Field(default=1.0, ge=0)
+    maximize: bool | None = None  # default: accuracy and params maximised, latency and macs minimised
+
+
+class SearchConfig(Section):
+    population: int = Field(default=40, ge=4)
+    generations: int = Field(default=10, ge=1)
+    objectives: list[ObjectiveConfig] = Field(
+        default_factory=lambda: [
+            ObjectiveConfig(name="accuracy", weight=0.4),
+            ObjectiveConfig(name="latency", weight=0.4),
+            ObjectiveConfig(name="params", weight=0.2),
+        ]
+    )
+    constraints: list[str] = Field(default_factory=list)  # e.g. "latency <= 12", "params <= 6e6"
+    weighted_crowding: bool = True
+    crossover: Literal["uniform", "one_point", "two_point"] = "uniform"
+    crossover_prob: float = Field(default=0.9, ge=0, le=1)
+    mutation_prob: float | None = None  # per layer; None = 1 / layers
+    reinforced_ratio: float = Field(default=0.5, ge=0, le=1)  # share of mutations proposed by the controller
+    controller_lr: float = Field(default=0.1, gt=0)
+    algorithm: Literal["nsga2", "random"] = "nsga2"
+
+    @field_validator("objectives")
+    @classmethod
+    def _weights(cls, v: list[ObjectiveConfig]) -> list[ObjectiveConfig]:
+        if not v:
+            raise ValueError("at least one objective is needed")
+        if sum(o.weight for o in v) <= 0:
+            raise ValueError("objective weights are all zero")
+        return v
+
+
+class RetrainConfig(Section):
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(default=0.1, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=4e-5, ge=0)
+    warmup_steps: int = Field(default=50, ge=0)
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    ema: float = Field(default=0.0, ge=0, lt=1)  # 0 disables weight EMA
+    init_from_supernet: bool = False
+    channels_last: bool = True
+    amp: bool = True
+    checkpoint_every: int = Field(default=200, ge=1)
+
+
+class ExperimentConfig(Section):
+    name: str = "experiment"
+    seed: int = 0
+    device: str = "cpu"  # cpu | cuda | cuda:N
+    run_dir: str | None = None  # default: runs/<name>
+    space: SpaceConfig = Field(default_factory=SpaceConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    supernet: SupernetConfig = Field(default_factory=SupernetConfig)
+    lut: LutConfig = Field(default_factory=LutConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir or f"runs/{self.name}")
+
+    def section_dump(self, *names: str) -> dict[str, Any]:
+        """The parts of the resolved config that a stage depends on (for its skip/resume hash)."""
+        dump = self.model_dump(mode="json")
+        return {n: dump[n] for n in names}
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        keys.append(prefix + name)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += _known_keys(ann, f"{prefix}{name}.")
+    return keys
+
+
+def _explain(exc: ValidationError, source: str) -> UserError:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(key, _known_keys(ExperimentConfig), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return UserError(f"{source}: unknown config key {key!r}{hint}")
+    value = err.get("input")
+    shown = f" (got {value!r})" if not isinstance(value, dict | list) else ""
+    return UserError(f"{source}: config key {key!r}: {err['msg']}{shown}")
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    if "=" not in override:
+        raise UserError(f"override {override!r} is not of the form section.key=value")
+    key, text = override.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"override {override!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise UserError(f"config file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"{path}: expected a mapping of config sections at the top level")
+        raw.setdefault("name", Path(path).stem)
+    for ov in overrides:
+        apply_override(raw, ov)
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(exc, source) from None
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

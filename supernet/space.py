@@ -1,0 +1,286 @@
+"""Search spaces as data: YAML skeletons in a registry, resolved for a task, and the one shape walk.
+
+A space file names the fixed parts (stem, separable block, head), each searchable layer's output
+channels / stride / activation, and the choice set (kernels x expansions x squeeze-excite, optionally
+a skip choice). ``get_space`` resolves it for a number of classes, an input resolution, a width
+multiplier and a stride variant. ``SearchSpace.layer_shape`` is the single place where shapes are
+derived: model building, parameter/MAC counting and latency-table keys all consume it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from supernet.errors import UserError
+
+SPACE_DIR = Path(__file__).parent / "spaces"
+ACTIVATIONS = ("relu", "relu6", "hswish", "swish", "identity")
+VARIANTS = ("imagenet", "cifar")
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round channels to a multiple of ``divisor``, never dropping more than 10% (MobileNet rule)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+# ----------------------------------------------------------------------------- YAML schema
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _StemYaml(_Strict):
+    channels: int = Field(gt=0)
+    kernel: int = Field(default=3, gt=0)
+    stride: int = Field(default=2, gt=0)
+    act: Literal[ACTIVATIONS]  # type: ignore[valid-type]
+
+
+class _SeparableYaml(_Strict):
+    channels: int = Field(gt=0)
+    kernel: int = Field(default=3, gt=0)
+    act: Literal[ACTIVATIONS]  # type: ignore[valid-type]
+
+
+class _LayersYaml(_Strict):
+    out_channels: list[int]
+    strides: list[int]
+    acts: list[Literal[ACTIVATIONS]] | Literal[ACTIVATIONS]  # type: ignore[valid-type]
+
+
+class _ChoicesYaml(_Strict):
+    kernels: list[int] = Field(min_length=1)
+    expansions: list[float] = Field(min_length=1)
+    se: list[bool] = Field(default=[False], min_length=1)
+    skip: bool = False
+
+    @field_validator("expansions", mode="before")
+    @classmethod
+    def _ints_are_floats(cls, v: object) -> object:
+        return [float(e) if isinstance(e, int) else e for e in v] if isinstance(v, list) else v
+
+
+class _HeadYaml(_Strict):
+    channels: int = Field(gt=0)
+    act: Literal[ACTIVATIONS]  # type: ignore[valid-type]
+    fc_channels: int = Field(default=0, ge=0)
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    scale_with_width: bool = True
+
+
+class _SpaceYaml(_Strict):
+    name: str
+    stem: _StemYaml
+    separable: _SeparableYaml | None = None
+    layers: _LayersYaml
+    choices: _ChoicesYaml
+    head: _HeadYaml
+
+
+# ----------------------------------------------------------------------------- resolved space
+@dataclass(frozen=True)
+class Choice:
+    """One candidate operation of a searchable layer."""
+
+    kernel: int = 0
+    expansion: float = 0.0
+    se: bool = False
+    skip: bool = False
+
+    @property
+    def token(self) -> str:
+        if self.skip:
+            return "skip"
+        return f"k{self.kernel}e{self.expansion:g}" + ("se" if self.se else "")
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    in_channels: int
+    out_channels: int
+    stride: int
+    act: str
+    choices: tuple[Choice, ...]
+
+
+@dataclass(frozen=True)
+class BlockShape:
+    """Everything that determines one block's weights, cost and latency."""
+
+    kind: str  # stem | separable | ir | skip | head
+    in_hw: int
+    in_ch: int
+    out_hw: int
+    out_ch: int
+    kernel: int = 1
+    stride: int = 1
+    expansion: float = 1.0
+    mid_ch: int = 0  # expanded width (ir), head conv width (head)
+    se_ch: int = 0  # squeeze-excite bottleneck width, 0 = no SE
+    fc_ch: int = 0  # head: 1x1 conv after pooling, 0 = none
+    act: str = "identity"
+
+    @property
+    def residual(self) -> bool:
+        return self.kind == "ir" and self.stride == 1 and self.in_ch == self.out_ch
+
+    @property
+    def key(self) -> str:
+        """Readable, greppable latency-table key."""
+        io = f"{self.in_hw}x{self.in_hw}x{self.in_ch}-{self.out_ch}"
+        if self.kind == "ir":
+            return f"ir:{io}:k{self.kernel}e{self.expansion:g}:s{self.stride}:se{int(self.se_ch > 0)}:{self.act}"
+        if self.kind == "head":
+            return f"head:{io}:c{self.mid_ch}:fc{self.fc_ch}:{self.act}"
+        return f"{self.kind}:{io}:k{self.kernel}:s{self.stride}:{self.act}"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    num_classes: int
+    resolution: int
+    width_mult: float
+    variant: str
+    stem: BlockShape
+    separable: BlockShape | None
+    layers: tuple[LayerSpec, ...]
+    layer_hw: tuple[int, ...]  # input resolution of each searchable layer
+    head: BlockShape
+    dropout: float
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def n_choices(self) -> tuple[int, ...]:
+        return tuple(len(layer.choices) for layer in self.layers)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.n_choices)
+
+    def layer_shape(self, layer: int, choice: int) -> BlockShape:
+        """Shape of searchable layer ``layer`` (0-based) under choice index ``choice``."""
+        spec = self.layers[layer]
+        op = spec.choices[choice]
+        hw = self.layer_hw[layer]
+        out_hw = (hw + spec.stride - 1) // spec.stride
+        if op.skip:
+            return BlockShape("skip", hw, spec.in_channels, out_hw, spec.out_channels)
+        mid = make_divisible(spec.in_channels * op.expansion) if op.expansion != 1 else spec.in_channels
+        return BlockShape(
+            "ir",
+            hw,
+            spec.in_channels,
+            out_hw,
+            spec.out_channels,
+            kernel=op.kernel,
+            stride=spec.stride,
+            expansion=op.expansion,
+            mid_ch=mid,
+            se_ch=mid // 4 if op.se else 0,
+            act=spec.act,
+        )
+
+    def walk(self, genes: tuple[int, ...] | list[int]) -> list[BlockShape]:
+        """Every block of the network for one architecture, input to output."""
+        fixed_front = [self.stem] + ([self.separable] if self.separable else [])
+        return fixed_front + [self.layer_shape(i, c) for i, c in enumerate(genes)] + [self.head]
+
+
+def _load_yaml(name_or_path: str) -> _SpaceYaml:
+    path = SPACE_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        path = Path(name_or_path)
+        if path.suffix not in (".yaml", ".yml") or not path.exists():
+            raise UserError(f"unknown search space {name_or_path!r}: registered spaces are {', '.join(registered_spaces())}, or give a path to a space YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+        return _SpaceYaml.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({exc})") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise UserError(f"{path}: space field {where!r}: {err['msg']}") from None
+
+
+def registered_spaces() -> list[str]:
+    return sorted(p.stem for p in SPACE_DIR.glob("*.yaml"))
+
+
+@cache
+def get_space(
+    name: str = "moga",
+    *,
+    num_classes: int = 1000,
+    resolution: int = 224,
+    width_mult: float = 1.0,
+    variant: str = "imagenet",
+) -> SearchSpace:
+    """Resolve a registered space (or a space YAML path) for a task.
+
+    ``variant="cifar"`` is for small (32x32) images: the stem and the first stride-2 searchable
+    layer run at stride 1, so the final feature map is 4x4 instead of 1x1.
+    """
+    if variant not in VARIANTS:
+        raise UserError(f"unknown space variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    if num_classes < 1 or resolution < 8 or width_mult <= 0:
+        raise UserError(f"invalid space parameters: num_classes={num_classes}, resolution={resolution}, width_mult={width_mult}")
+    y = _load_yaml(name)
+    n = len(y.layers.out_channels)
+    acts = y.layers.acts if isinstance(y.layers.acts, list) else [y.layers.acts] * n
+    if not (n == len(y.layers.strides) == len(acts)) or n == 0:
+        raise UserError(f"space {y.name!r}: layers.out_channels, strides and acts must have the same non-zero length")
+
+    def ch(c: int) -> int:
+        return make_divisible(c * width_mult)
+
+    strides = list(y.layers.strides)
+    stem_stride = y.stem.stride
+    if variant == "cifar":
+        stem_stride = 1
+        first = next((i for i, s in enumerate(strides) if s > 1), None)
+        if first is not None:
+            strides[first] = 1
+
+    hw = (resolution + stem_stride - 1) // stem_stride
+    stem = BlockShape("stem", resolution, 3, hw, ch(y.stem.channels), kernel=y.stem.kernel, stride=stem_stride, act=y.stem.act)
+    prev = stem.out_ch
+    separable = None
+    if y.separable:
+        separable = BlockShape("separable", hw, prev, hw, ch(y.separable.channels), kernel=y.separable.kernel, act=y.separable.act)
+        prev = separable.out_ch
+
+    base = [Choice(k, e, se) for k, e, se in itertools.product(y.choices.kernels, y.choices.expansions, y.choices.se)]
+    layers, layer_hw = [], []
+    for out, stride, act in zip(y.layers.out_channels, strides, acts, strict=True):
+        out_ch = ch(out)
+        can_skip = y.choices.skip and stride == 1 and prev == out_ch
+        layers.append(LayerSpec(prev, out_ch, stride, act, tuple(base) + ((Choice(skip=True),) if can_skip else ())))
+        layer_hw.append(hw)
+        hw = (hw + stride - 1) // stride
+        prev = out_ch
+
+    scale = width_mult if y.head.scale_with_width else max(1.0, width_mult)
+    head = BlockShape(
+        "head",
+        hw,
+        prev,
+        1,
+        num_classes,
+        mid_ch=make_divisible(y.head.channels * scale),
+        fc_ch=make_divisible(y.head.fc_channels * max(1.0, width_mult)) if y.head.fc_channels else 0,
+        act=y.head.act,
+    )
+    return SearchSpace(y.name, num_classes, resolution, width_mult, variant, stem, separable, tuple(layers), tuple(layer_hw), head, y.head.dropout)
