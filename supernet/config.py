@@ -1,0 +1,66 @@
+"""Typed configs of the model world: space, data, supernet training, standalone (re)training.
+
+Defaults are defined only here; ``moga.config`` composes these sections into an experiment config.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SpaceConfig(Section):
+    name: str = "moga"  # a registered space (moga, fairnas) or a path to a space YAML file
+    resolution: int = Field(default=32, ge=8)
+    num_classes: int = Field(default=10, ge=1)
+    width_mult: float = Field(default=1.0, gt=0)
+    variant: Literal["imagenet", "cifar"] = "cifar"  # cifar: stem + first stride-2 layer at stride 1
+
+
+class DataConfig(Section):
+    kind: Literal["embedded", "imagefolder", "cifar10"] = "embedded"
+    path: str | None = None  # imagefolder / cifar10 directory
+    search_val_per_class: int = Field(default=100, ge=1)  # held out of train for search-time validation
+    workers: int = Field(default=0, ge=0)  # streaming loaders only; cached data needs none
+
+
+class SupernetConfig(Section):
+    sampler: Literal["fair", "uniform"] = "fair"
+    steps: int = Field(default=400, ge=1)  # optimizer updates
+    batch_size: int = Field(default=128, ge=1)  # global batch (split across DDP ranks)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(default=0.1, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=4e-5, ge=0)  # not applied to BN and biases
+    warmup_steps: int = Field(default=20, ge=0)
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    shared_grad: Literal["mean", "sum"] = "mean"  # fair step: average the m-fold accumulated grads of shared parts
+    grad_clip: float = Field(default=5.0, ge=0)  # 0 disables
+    channels_last: bool = True
+    amp: bool = True  # mixed precision, CUDA only
+    checkpoint_every: int = Field(default=50, ge=1)
+    eval_every: int = Field(default=100, ge=0)  # 0 disables periodic random-path validation
+    bn_calib_images: int = Field(default=1000, ge=0)  # BN recalibration per candidate; 0 keeps running stats
+    eval_images: int = Field(default=0, ge=0)  # 0 = the whole search-time validation split
+    eval_batch_size: int = Field(default=500, ge=1)
+
+
+class RetrainConfig(Section):
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(default=0.1, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=4e-5, ge=0)
+    warmup_steps: int = Field(default=50, ge=0)
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    ema: float = Field(default=0.0, ge=0, lt=1)  # 0 disables weight EMA
+    init_from_supernet: bool = False
+    channels_last: bool = True
+    amp: bool = True
+    checkpoint_every: int = Field(default=200, ge=1)
