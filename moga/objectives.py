@@ -1,0 +1,100 @@
+"""Objectives and constraints by name.
+
+Metrics every evaluated architecture gets: ``accuracy`` (supernet estimate, %), one latency per table
+(``latency`` is the first table configured, ``latency:<table>`` names one), ``params`` and ``macs``.
+An objective picks a metric, a direction and a weight; a constraint is ``"<metric> <=|>= <value>"``.
+Inside pymoo everything is minimised, so maximised objectives are negated.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from supernet.errors import UserError
+
+MAXIMISED_BY_DEFAULT = {"accuracy": True, "params": True, "latency": False, "macs": False}
+_CONSTRAINT = re.compile(r"^\s*(?P<metric>[A-Za-z_]+(?::[\w.-]+)?)\s*(?P<op><=|>=)\s*(?P<value>[-+0-9.eE_]+)\s*$")
+
+
+def column(metric: str, tables: list[str]) -> str:
+    """CSV column of a metric: ``latency_ms`` for the first table, ``latency_ms:<name>`` for others."""
+    if metric == "latency" or metric == f"latency:{tables[0] if tables else ''}":
+        return "latency_ms"
+    if metric.startswith("latency:"):
+        return f"latency_ms:{metric.split(':', 1)[1]}"
+    return metric
+
+
+def resolve_metric(metric: str, tables: list[str]) -> str:
+    """Canonical metric name; ``latency`` -> ``latency:<first table>``. Unknown names are user errors."""
+    base, _, table = metric.partition(":")
+    if base == "latency":
+        if not tables:
+            raise UserError("a latency objective or constraint needs a latency table (lut.tables is empty)")
+        table = table or tables[0]
+        if table not in tables:
+            raise UserError(f"unknown latency table {table!r} in {metric!r}: the experiment has {', '.join(tables)}")
+        return f"latency:{table}"
+    if base in ("accuracy", "params", "macs") and not table:
+        return base
+    raise UserError(f"unknown metric {metric!r}: use accuracy, latency, latency:<table>, params or macs")
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str  # canonical: accuracy | latency:<table> | params | macs
+    weight: float
+    maximize: bool
+
+    def to_minimised(self, values: np.ndarray) -> np.ndarray:
+        return -values if self.maximize else values
+
+
+@dataclass(frozen=True)
+class Constraint:
+    metric: str
+    op: str  # <= or >=
+    value: float
+    text: str
+
+    def violation(self, values: np.ndarray) -> np.ndarray:
+        """pymoo convention: <= 0 is satisfied."""
+        return values - self.value if self.op == "<=" else self.value - values
+
+
+def make_objectives(specs: list[tuple[str, float, bool | None]], tables: list[str]) -> list[Objective]:
+    objectives = []
+    for name, weight, maximize in specs:
+        metric = resolve_metric(name, tables)
+        if weight < 0:
+            raise UserError(f"objective {name!r} has a negative weight ({weight})")
+        objectives.append(Objective(metric, float(weight), MAXIMISED_BY_DEFAULT[metric.split(":")[0]] if maximize is None else maximize))
+    if len({o.metric for o in objectives}) != len(objectives):
+        raise UserError("an objective is listed twice")
+    if sum(o.weight for o in objectives) <= 0:
+        raise UserError("objective weights are all zero")
+    return objectives
+
+
+def parse_constraint(text: str, tables: list[str]) -> Constraint:
+    match = _CONSTRAINT.match(text)
+    if not match:
+        raise UserError(f"constraint {text!r} is not of the form '<metric> <= <number>' or '<metric> >= <number>'")
+    try:
+        value = float(match["value"])
+    except ValueError:
+        raise UserError(f"constraint {text!r}: {match['value']!r} is not a number") from None
+    return Constraint(resolve_metric(match["metric"], tables), match["op"], value, text.strip())
+
+
+def check_satisfiable(constraints: list[Constraint], bounds: dict[str, tuple[float, float]]) -> None:
+    """Refuse constraints that no architecture of the space can meet (``bounds`` = exact metric range)."""
+    for c in constraints:
+        if c.metric not in bounds:
+            continue
+        lo, hi = bounds[c.metric]
+        if (c.op == "<=" and lo > c.value) or (c.op == ">=" and hi < c.value):
+            raise UserError(f"constraint {c.text!r} cannot be met: {c.metric} ranges over [{lo:.6g}, {hi:.6g}] in this search space")

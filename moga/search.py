@@ -1,0 +1,277 @@
+"""The search: weighted NSGA-II (pymoo) over a space's integer genome, or random search as a baseline.
+
+The loop reads like the algorithm: ask pymoo for offspring, evaluate the new architectures (each
+architecture once, batched), tell pymoo, reward the mutation controller, save the generation.
+
+Resume without pickles: every completed generation saves ``state.json`` holding all evaluations so
+far. ``--resume`` re-runs the (deterministic, seeded) loop from generation 1 answering evaluations from
+that record, so it reaches exactly the state an uninterrupted run had, then continues. Replaying pymoo's
+bookkeeping costs milliseconds per generation; evaluations are the expensive part and are never redone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.problem import Problem
+from pymoo.indicators.hv import HV
+from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+from tqdm.auto import tqdm
+
+from moga.config import SearchConfig
+from moga.crowding import make_crowding_function, weighted_crowding_distance
+from moga.objectives import Constraint, Objective, check_satisfiable, column, make_objectives, parse_constraint
+from moga.operators import ArchSampling, GenomeDuplicateElimination, HybridMutation, LayerCrossover, MutationController
+from moga.plots import line_plot, pairwise_plot, pareto_plot
+from supernet.arch import Arch
+from supernet.errors import UserError
+from supernet.io import atomic_write_text, read_json, write_json
+from supernet.space import SearchSpace
+
+
+class Metrics(Protocol):
+    """What the search needs from an evaluator (real: supernet + tables; tests: a fake)."""
+
+    tables: list[str]  # latency table names, the first is the primary device
+    bounds: dict[str, tuple[float, float]]  # exact range of each metric over the space, where known
+
+    def __call__(self, archs: list[Arch]) -> dict[str, np.ndarray]: ...
+
+
+@dataclass
+class SearchResult:
+    history: pd.DataFrame
+    pareto: pd.DataFrame
+    generations: pd.DataFrame
+
+
+class EvaluationRecord:
+    """Every evaluated architecture's metrics, keyed by architecture string, evaluated once."""
+
+    def __init__(self, space: SearchSpace, metrics: Metrics, records: dict[str, dict[str, float]] | None = None):
+        self.space, self.metrics = space, metrics
+        self.records: dict[str, dict[str, float]] = dict(records or {})
+        self.generation = 0
+        self.new_evaluations = 0
+        self.eval_seconds = 0.0
+
+    def lookup(self, genomes: np.ndarray) -> dict[str, np.ndarray]:
+        archs = [Arch.from_genome(self.space, g) for g in genomes]
+        keys = [str(a) for a in archs]
+        missing = {k: a for k, a in zip(keys, archs, strict=True) if k not in self.records}
+        if missing:
+            start = time.perf_counter()
+            values = self.metrics(list(missing.values()))
+            self.eval_seconds += time.perf_counter() - start
+            self.new_evaluations += len(missing)
+            for i, key in enumerate(missing):
+                self.records[key] = {"generation": self.generation} | {m: float(v[i]) for m, v in values.items()}
+        names = [n for n in self.records[keys[0]] if n != "generation"]
+        return {n: np.array([self.records[k][n] for k in keys]) for n in names}
+
+
+class ArchProblem(Problem):
+    """pymoo's view: integer genomes in, minimised objectives and <= 0 constraints out."""
+
+    def __init__(self, space: SearchSpace, objectives: list[Objective], constraints: list[Constraint], record: EvaluationRecord):
+        n = np.array(space.n_choices)
+        super().__init__(n_var=len(n), n_obj=len(objectives), n_ieq_constr=len(constraints), xl=np.zeros(len(n)), xu=n - 1, vtype=int)
+        self.objectives, self.constraints, self.record = objectives, constraints, record
+
+    def _evaluate(self, X: np.ndarray, out: dict, *args: object, **kwargs: object) -> None:
+        m = self.record.lookup(np.asarray(X).astype(np.int64))
+        out["F"] = np.column_stack([o.to_minimised(m[o.metric]) for o in self.objectives])
+        if self.constraints:
+            out["G"] = np.column_stack([c.violation(m[c.metric]) for c in self.constraints])
+
+
+def _normaliser(objectives: list[Objective], bounds: dict[str, tuple[float, float]]) -> Callable[[np.ndarray], np.ndarray]:
+    """Map minimised objectives to [0, 1] using the space's exact metric ranges (accuracy: 0..100 %)."""
+    lo, hi = [], []
+    for o in objectives:
+        a, b = bounds.get(o.metric, (0.0, 100.0))
+        lo.append(-b if o.maximize else a)
+        hi.append(-a if o.maximize else b)
+    lo_a, span = np.array(lo), np.maximum(np.array(hi) - np.array(lo), 1e-12)
+    return lambda F: (F - lo_a) / span
+
+
+def _build_algorithm(cfg: SearchConfig, space: SearchSpace, objectives: list[Objective]) -> NSGA2:
+    n = np.array(space.n_choices)
+    weights = np.array([o.weight for o in objectives])
+    survival = RankAndCrowding(crowding_func=make_crowding_function(weights)) if cfg.weighted_crowding else RankAndCrowding()
+    controller = MutationController(n, lr=cfg.controller_lr)
+    return NSGA2(
+        pop_size=cfg.population,
+        sampling=ArchSampling(n),
+        crossover=LayerCrossover(cfg.crossover, cfg.crossover_prob),
+        mutation=HybridMutation(n, controller, cfg.reinforced_ratio, cfg.mutation_prob, reward_weights=weights),
+        survival=survival,
+        eliminate_duplicates=GenomeDuplicateElimination(),
+    )
+
+
+def _feasible_front(F: np.ndarray, cv: np.ndarray) -> np.ndarray:
+    ok = np.flatnonzero(cv <= 0)
+    if len(ok) == 0:
+        return ok
+    return ok[NonDominatedSorting().do(F[ok], only_non_dominated_front=True)]
+
+
+class Search:
+    """One search run writing into ``out_dir`` (history, front, plots, per-generation state)."""
+
+    def __init__(self, space: SearchSpace, cfg: SearchConfig, metrics: Metrics, out_dir: str | Path, seed: int, config_hash: str = ""):
+        self.space, self.cfg, self.metrics, self.seed = space, cfg, metrics, seed
+        self.out_dir, self.config_hash = Path(out_dir), config_hash
+        specs = [(o.name, o.weight, o.maximize) for o in cfg.objectives]
+        self.objectives = make_objectives(specs, metrics.tables)
+        self.constraints = [parse_constraint(c, metrics.tables) for c in cfg.constraints]
+        check_satisfiable(self.constraints, metrics.bounds)
+        self.normalise = _normaliser(self.objectives, metrics.bounds)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def state_path(self) -> Path:
+        return self.out_dir / "state.json"
+
+    def _load_state(self, resume: bool) -> dict:
+        if not self.state_path.exists():
+            return {"records": {}, "completed": 0}
+        state = read_json(self.state_path)
+        if state.get("config_hash") != self.config_hash:
+            raise UserError(f"{self.state_path} belongs to a search with a different config; use another run_dir or remove {self.out_dir}")
+        if not resume and state.get("completed", 0) < self.cfg.generations:
+            raise UserError(f"{self.out_dir} holds an unfinished search (generation {state['completed']}); pass --resume to continue it")
+        return state
+
+    def _save_state(self, record: EvaluationRecord, completed: int, gens: list[dict], mutation: HybridMutation | None) -> None:
+        state = {"config_hash": self.config_hash, "seed": self.seed, "completed": completed, "generations": gens, "records": record.records}
+        if mutation is not None:
+            state["controller"] = mutation.controller.state_dict()
+        write_json(self.state_path, state)
+
+    # ------------------------------------------------------------------ loop
+    def run(self, resume: bool = False, progress: bool = True) -> SearchResult:
+        state = self._load_state(resume)
+        record = EvaluationRecord(self.space, self.metrics, state["records"])
+        problem = ArchProblem(self.space, self.objectives, self.constraints, record)
+        gens: list[dict] = []
+        bar = tqdm(total=self.cfg.generations, desc="search", unit="gen", disable=not progress, dynamic_ncols=True)
+        if self.cfg.algorithm == "random":
+            mutation = None
+            self._random_search(problem, record, gens, state["completed"], bar)
+        else:
+            algorithm = _build_algorithm(self.cfg, self.space, self.objectives)
+            mutation = algorithm.mating.mutation
+            algorithm.setup(problem, termination=("n_gen", self.cfg.generations), seed=self.seed, verbose=False)
+            while algorithm.has_next():
+                start, before = time.perf_counter(), (record.eval_seconds, record.new_evaluations)
+                record.generation = algorithm.n_gen or 1
+                offspring = algorithm.ask()
+                algorithm.evaluator.eval(problem, offspring)
+                algorithm.tell(infills=offspring)
+                feedback = mutation.feedback(offspring.get("X"), offspring.get("F")) if mutation.pending else {}
+                self._end_generation(record, gens, start, before, feedback, state["completed"], mutation, bar)
+        bar.close()
+        return self._write_outputs(record, gens)
+
+    def _random_search(self, problem: ArchProblem, record: EvaluationRecord, gens: list[dict], completed: int, bar: tqdm) -> None:
+        rng = np.random.default_rng(self.seed)
+        seen: set[bytes] = set()
+        for generation in range(1, self.cfg.generations + 1):
+            start, before = time.perf_counter(), (record.eval_seconds, record.new_evaluations)
+            record.generation = generation
+            batch: list[np.ndarray] = []
+            for _ in range(self.cfg.population * 100):  # bounded: tiny spaces simply run out of new architectures
+                if len(batch) == self.cfg.population:
+                    break
+                g = np.array([rng.integers(n) for n in self.space.n_choices])
+                if g.tobytes() not in seen:
+                    seen.add(g.tobytes())
+                    batch.append(g)
+            if batch:
+                problem.evaluate(np.stack(batch))
+            self._end_generation(record, gens, start, before, {}, completed, None, bar)
+
+    def _end_generation(self, record: EvaluationRecord, gens: list[dict], start: float, before: tuple[float, int], feedback: dict,
+                        completed: int, mutation: HybridMutation | None, bar: tqdm) -> None:  # fmt: skip
+        F, cv = self._objective_matrix(record)
+        front = _feasible_front(F, cv)
+        hv = float(HV(ref_point=np.ones(F.shape[1]))(np.clip(self.normalise(F[front]), 0, 1))) if len(front) else 0.0
+        eval_s = record.eval_seconds - before[0]
+        total_s = time.perf_counter() - start
+        gens.append(
+            {"generation": len(gens) + 1, "evaluated": record.new_evaluations - before[1], "total_evaluated": len(record.records),
+             "eval_s": eval_s, "generation_s": total_s, "bookkeeping_s": max(total_s - eval_s, 0.0), "hypervolume": hv,
+             "front_size": len(front), "replayed": len(gens) < completed} | feedback
+        )  # fmt: skip
+        if len(gens) > completed:
+            self._save_state(record, len(gens), gens, mutation)
+        bar.set_postfix(evals=len(record.records), front=len(front), hv=f"{hv:.4f}")
+        bar.update(1)
+
+    def _objective_matrix(self, record: EvaluationRecord) -> tuple[np.ndarray, np.ndarray]:
+        rows = list(record.records.values())
+        F = np.column_stack([o.to_minimised(np.array([r[o.metric] for r in rows])) for o in self.objectives])
+        if not self.constraints:
+            return F, np.zeros(len(rows))
+        G = np.column_stack([c.violation(np.array([r[c.metric] for r in rows])) for c in self.constraints])
+        return F, np.maximum(G, 0).sum(axis=1)
+
+    # ------------------------------------------------------------------ outputs
+    def _write_outputs(self, record: EvaluationRecord, gens: list[dict]) -> SearchResult:
+        tables = self.metrics.tables
+        F, cv = self._objective_matrix(record)
+        history = pd.DataFrame([{"arch": k} | v for k, v in record.records.items()])
+        history = history.rename(columns={m: column(m, tables) for m in history.columns if m.startswith("latency:")})
+        history["generation"] = history["generation"].astype(int)
+        history["cv"], history["feasible"] = cv, cv <= 0
+        history["rank"], history["crowding"] = self._ranks(F, cv)
+        first = ["generation", "arch"]
+        history = history[first + [c for c in history.columns if c not in first]]
+        front = history[history["rank"] == 0].copy()
+        sort_col = column(f"latency:{tables[0]}", tables) if tables else self.objectives[0].metric
+        front = front.sort_values([sort_col, "arch"]).reset_index(drop=True)
+        front.insert(0, "id", range(len(front)))
+        front = front.drop(columns=["cv"])
+        generations = pd.DataFrame(gens)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out_dir / "history.csv", history.to_csv(index=False))
+        atomic_write_text(self.out_dir / "pareto.csv", front.to_csv(index=False))
+        atomic_write_text(self.out_dir / "hypervolume.csv", generations.to_csv(index=False))
+        self._plot(history, front, generations)
+        if front.empty:
+            closest = history.sort_values("cv").iloc[0]
+            raise UserError(
+                f"no evaluated architecture meets the constraints {', '.join(c.text for c in self.constraints)} "
+                f"(closest: {closest['arch']} with total violation {closest['cv']:.4g}); history.csv is in {self.out_dir}"
+            )
+        return SearchResult(history, front, generations)
+
+    def _ranks(self, F: np.ndarray, cv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Non-dominated rank among feasible architectures (-1 = infeasible) and crowding within the front."""
+        rank, crowd = np.full(len(F), -1), np.zeros(len(F))
+        ok = np.flatnonzero(cv <= 0)
+        weights = np.array([o.weight for o in self.objectives]) if self.cfg.weighted_crowding else np.ones(len(self.objectives))
+        for r, idx in enumerate(NonDominatedSorting().do(F[ok]) if len(ok) else []):
+            rank[ok[idx]] = r
+            crowd[ok[idx]] = weighted_crowding_distance(F[ok[idx]], weights) if len(idx) > 2 else np.inf
+        return rank, crowd
+
+    def _plot(self, history: pd.DataFrame, front: pd.DataFrame, generations: pd.DataFrame) -> None:
+        cols = [column(o.metric, self.metrics.tables) for o in self.objectives]
+        x = next((c for c in cols if c.startswith("latency_ms")), "macs")
+        if "accuracy" in history and x in history:
+            pareto_plot(history, front, x, "accuracy", self.out_dir / "pareto.png")
+        if len(cols) >= 2:
+            pairwise_plot(history, front, cols, self.out_dir / "pareto_pairs.png")
+        line_plot(generations, "generation", ["hypervolume", "front_size"], self.out_dir / "hypervolume.png", "search progress")

@@ -1,0 +1,298 @@
+"""Tests for moga.operators (integer-genome pymoo operators + reinforced mutation)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.population import Population
+from pymoo.core.problem import Problem
+from pymoo.optimize import minimize
+
+from moga.operators import (
+    ArchSampling,
+    ControllerActions,
+    ControllerFeedback,
+    GenomeDuplicateElimination,
+    HybridMutation,
+    LayerCrossover,
+    MutationController,
+    RandomLayerMutation,
+    mutation_reward,
+)
+
+N_CHOICES = np.array([12] * 14)
+MIXED = np.array([3, 1, 5, 2, 7, 4])  # includes a layer with a single choice
+
+
+class ToyArch(Problem):
+    """Deterministic 3-objective toy evaluator on integer genomes."""
+
+    def __init__(self, n_choices: np.ndarray) -> None:
+        self.n = np.asarray(n_choices)
+        super().__init__(n_var=len(self.n), n_obj=3, xl=0, xu=self.n - 1, vtype=int)
+
+    def _evaluate(self, X: np.ndarray, out: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        X = np.asarray(X, dtype=float)
+        layer = np.arange(X.shape[1])
+        f1 = X.sum(axis=1)
+        f2 = ((self.n - 1 - X) * (1 + layer % 3)).sum(axis=1)
+        f3 = (np.cos(X * (layer + 1)) + 0.1 * (X - 5.0) ** 2).sum(axis=1)
+        out["F"] = np.column_stack([f1, f2, f3])
+
+
+def test_sampling_within_bounds_and_uses_given_rng() -> None:
+    s = ArchSampling(MIXED)
+    X = s.do(ToyArch(MIXED), 500, random_state=np.random.default_rng(0)).get("X")
+    assert X.shape == (500, len(MIXED)) and np.issubdtype(X.dtype, np.integer)
+    assert np.all(X >= 0) and np.all(X < MIXED)
+    assert all(len(np.unique(X[:, j])) == MIXED[j] for j in range(len(MIXED)))
+    X2 = s.do(ToyArch(MIXED), 500, random_state=np.random.default_rng(0)).get("X")
+    np.testing.assert_array_equal(X, X2)
+    with pytest.raises(ValueError, match="n_var"):
+        s.do(ToyArch(N_CHOICES), 3, random_state=np.random.default_rng(0))
+
+
+def _parents(rng: np.random.Generator, n: int = 50) -> np.ndarray:
+    return np.stack([rng.integers(0, N_CHOICES, size=(n, 14)), rng.integers(0, N_CHOICES, size=(n, 14))])
+
+
+def test_uniform_crossover_positionwise() -> None:
+    rng = np.random.default_rng(1)
+    X = _parents(rng)
+    Q = LayerCrossover("uniform")._do(None, X, random_state=rng)
+    assert Q.shape == X.shape
+    assert np.all((Q[0] == X[0]) | (Q[0] == X[1]))
+    # complementary: each position's pair of genes is the parents' pair
+    np.testing.assert_array_equal(np.sort(Q, axis=0), np.sort(X, axis=0))
+    differ = X[0] != X[1]
+    from_p2 = (Q[0] == X[1]) & differ
+    assert 0.3 < from_p2.sum() / differ.sum() < 0.7
+
+
+@pytest.mark.parametrize("kind", ["one_point", "two_point"])
+def test_point_crossover_structure(kind: str) -> None:
+    rng = np.random.default_rng(2)
+    X = np.stack([np.zeros((200, 14), int), np.ones((200, 14), int)])
+    Q = LayerCrossover(kind)._do(None, X, random_state=rng)
+    np.testing.assert_array_equal(Q[0] + Q[1], np.ones((200, 14)))
+    switches = np.abs(np.diff(Q[0], axis=1)).sum(axis=1)
+    assert np.all(switches == (1 if kind == "one_point" else 2))
+    if kind == "one_point":
+        assert np.all(Q[0][:, 0] == 0) and np.all(Q[0][:, -1] == 1)
+    else:  # swapped segment is interior: ends stay with their own parent
+        assert np.all(Q[0][:, 0] == 0) and np.all(Q[0][:, -1] == 0)
+
+
+def test_crossover_via_pymoo_do_two_offspring() -> None:
+    rng = np.random.default_rng(3)
+    pop = Population.new("X", rng.integers(0, N_CHOICES, size=(10, 14)))
+    parents = rng.integers(0, 10, size=(5, 2))
+    off = LayerCrossover("two_point", prob=1.0).do(ToyArch(N_CHOICES), pop, parents, random_state=rng)
+    assert len(off) == 10
+    with pytest.raises(ValueError, match="kind"):
+        LayerCrossover("three_point")
+
+
+@pytest.mark.parametrize(("prob", "min_changes"), [(None, 1), (0.0, 1), (0.0, 3), (0.5, 2), (0.0, 0)])
+def test_random_mutation_min_changes_and_bounds(prob: float | None, min_changes: int) -> None:
+    rng = np.random.default_rng(4)
+    X = rng.integers(0, MIXED, size=(300, len(MIXED)))
+    mut = RandomLayerMutation(MIXED, prob_per_layer=prob, min_changes=min_changes)
+    Y = mut.do(ToyArch(MIXED), Population.new("X", X), random_state=rng).get("X")
+    assert np.all(Y >= 0) and np.all(Y < MIXED)
+    n_changed = (Y != X).sum(axis=1)
+    assert np.all(n_changed >= min_changes)
+    assert np.all(Y[:, 1] == 0)  # single-choice layer never changes
+    if prob == 0.0:
+        assert np.all(n_changed == min_changes)
+
+
+def test_controller_propose_bounds_min_changes_and_logprob() -> None:
+    rng = np.random.default_rng(5)
+    ctl = MutationController(MIXED, min_changes=2)
+    parents = rng.integers(0, MIXED, size=(400, len(MIXED)))
+    children, act = ctl.propose(parents, rng)
+    assert np.all(children >= 0) and np.all(children < MIXED)
+    assert np.all((children != parents).sum(axis=1) >= 2)
+    assert np.all(children[:, 1] == 0)
+    assert isinstance(act, ControllerActions) and np.all(np.isfinite(act.log_prob)) and np.all(act.log_prob < 0)
+
+
+def test_controller_conditional_sampling_is_exact() -> None:
+    """Empirical child distribution == policy conditioned on >= 1 change."""
+    n = np.array([2, 3])
+    ctl = MutationController(n, init_change_prob=0.4, min_changes=1)
+    parent = np.array([[1, 0]])
+    P = ctl.probs(parent)[0]
+    joint = np.outer(P[0, :2], P[1, :3])
+    joint[1, 0] = 0.0  # "no change" excluded
+    joint /= joint.sum()
+    rng = np.random.default_rng(6)
+    kids, act = ctl.propose(np.repeat(parent, 40000, axis=0), rng)
+    freq = np.zeros((2, 3))
+    np.add.at(freq, (kids[:, 0], kids[:, 1]), 1)
+    np.testing.assert_allclose(freq / freq.sum(), joint, atol=0.01)
+    np.testing.assert_allclose(np.exp(act.log_prob), joint[kids[:, 0], kids[:, 1]])
+
+
+def test_controller_gradient_matches_finite_differences() -> None:
+    rng = np.random.default_rng(7)
+    ctl = MutationController(MIXED, min_changes=2)
+    ctl.logits += rng.normal(size=ctl.logits.shape) * ctl.valid
+    parents = rng.integers(0, MIXED, size=(3, len(MIXED)))
+    kids, act = ctl.propose(parents, rng)
+    g = ctl.grad_log_prob(parents, kids)
+
+    np.testing.assert_allclose(act.log_prob, [_logp(ctl, parents[i], kids[i]) for i in range(3)])
+    for i in range(3):
+        for layer in (0, 2, 4):
+            f = parents[i, layer]
+            for t in range(MIXED[layer]):
+                old = ctl.logits[layer, f, t]
+                ctl.logits[layer, f, t] = old + 1e-6
+                up = _logp(ctl, parents[i], kids[i])
+                ctl.logits[layer, f, t] = old - 1e-6
+                down = _logp(ctl, parents[i], kids[i])
+                ctl.logits[layer, f, t] = old
+                assert abs((up - down) / 2e-6 - g[i, layer, t]) < 1e-5
+
+
+def _logp(ctl: MutationController, parent: np.ndarray, child: np.ndarray) -> float:
+    """Brute-force conditional log-prob by enumerating change patterns."""
+    P = ctl.probs(parent[None])[0]
+    L = len(parent)
+    c = 1 - P[np.arange(L), parent]
+    tail = 0.0
+    for bits in range(1 << L):
+        pattern = np.array([(bits >> j) & 1 for j in range(L)], bool)
+        if pattern.sum() >= ctl.min_changes:
+            tail += np.prod(np.where(pattern, c, 1 - c))
+    return float(np.log(P[np.arange(L), child]).sum() - np.log(tail))
+
+
+def test_controller_learns_rewarded_move() -> None:
+    n = np.array([3, 3, 3, 3])
+    ctl = MutationController(n, lr=0.2)
+    rng = np.random.default_rng(8)
+    before = ctl.probs(np.zeros((1, 4), int))[0, 0, 2]
+    for _ in range(300):
+        parents = rng.integers(0, 3, size=(16, 4))
+        kids, act = ctl.propose(parents, rng)
+        r = ((kids[:, 0] == 2) & (parents[:, 0] != 2)).astype(float)
+        ctl.update(act, r)
+    after = ctl.probs(np.array([[0, 0, 0, 0], [1, 1, 1, 1]]))[:, 0, 2]
+    assert before == pytest.approx(0.125)
+    assert np.all(after > 0.6), after
+    assert ctl.n_updates == 300
+
+
+def test_controller_state_dict_round_trip() -> None:
+    rng = np.random.default_rng(9)
+    ctl = MutationController(N_CHOICES)
+    for _ in range(20):
+        p = rng.integers(0, 12, size=(8, 14))
+        _, a = ctl.propose(p, rng)
+        ctl.update(a, rng.random(8))
+    state = json.loads(json.dumps(ctl.state_dict()))
+    clone = MutationController(N_CHOICES)
+    clone.load_state_dict(state)
+    p = rng.integers(0, 12, size=(32, 14))
+    k1, a1 = ctl.propose(p, np.random.default_rng(42))
+    k2, a2 = clone.propose(p, np.random.default_rng(42))
+    np.testing.assert_array_equal(k1, k2)
+    np.testing.assert_array_equal(a1.log_prob, a2.log_prob)
+    r = np.linspace(-1, 1, 32)
+    ctl.update(a1, r)
+    clone.update(a2, r)
+    np.testing.assert_array_equal(ctl.logits, clone.logits)
+    assert ctl.baseline == clone.baseline
+    with pytest.raises(ValueError, match="n_choices"):
+        MutationController(MIXED).load_state_dict(state)
+
+
+def test_mutation_reward_cases() -> None:
+    parent = np.array([1.0, 1.0])
+    child = np.array([[0.5, 1.0], [0.0, 1.2], [0.9, 2.0], [1.0, 1.0], [1.5, 1.0]])
+    r = mutation_reward(child, np.tile(parent, (5, 1)), np.array([1.0, 1.0]))
+    np.testing.assert_array_equal(r, [1.0, 0.5, 0.0, 0.0, -0.5])
+    # weights decide the trade-off case
+    r = mutation_reward(child[2], parent, np.ones(2), weights=np.array([1.0, 0.0]))
+    assert r[0] == 0.5
+
+
+def test_hybrid_records_and_feedback_updates_controller() -> None:
+    rng = np.random.default_rng(10)
+    prob = ToyArch(N_CHOICES)
+    hyb = HybridMutation(N_CHOICES, reinforced_ratio=0.5)
+    X = rng.integers(0, 12, size=(40, 14))
+    out: dict[str, Any] = {}
+    prob._evaluate(X, out)
+
+    class Algo:
+        pop = Population.new("X", X, "F", out["F"])
+
+    off = hyb.do(prob, Population.new("X", X.copy()), random_state=rng, algorithm=Algo())
+    Y = off.get("X")
+    assert np.all((Y != X).sum(axis=1) >= 1)
+    n_ctrl = sum(rec["controller"] for rec in hyb.pending.values())
+    n_unique = len({tuple(y) for y in Y})
+    assert 5 < n_ctrl < 35 and len(hyb.pending) == n_unique
+    # reference parent = the pre-mutation genome itself (it is in the population)
+    rec = hyb.pending[Y[0].astype(np.int64).tobytes()]
+    np.testing.assert_array_equal(rec["parent_F"], out["F"][0])
+    state = json.loads(json.dumps(hyb.state_dict()))
+    yf: dict[str, Any] = {}
+    prob._evaluate(Y, yf)
+    stats = hyb.feedback(Y, yf["F"])
+    assert stats["controller_n"] == n_ctrl and stats["controller_n"] + stats["random_n"] == n_unique
+    assert hyb.controller.n_updates == 1 and not hyb.pending
+    clone = HybridMutation(N_CHOICES)
+    clone.load_state_dict(state)
+    assert clone.feedback(Y, yf["F"]) == stats
+
+
+def test_hybrid_feedback_requires_reference() -> None:
+    rng = np.random.default_rng(11)
+    hyb = HybridMutation(N_CHOICES, reinforced_ratio=1.0)
+    X = rng.integers(0, 12, size=(6, 14))
+    Y = hyb.do(ToyArch(N_CHOICES), Population.new("X", X), random_state=rng).get("X")
+    with pytest.raises(ValueError, match="ref_X"):
+        hyb.feedback(Y, np.zeros((6, 3)))
+    hyb.do(ToyArch(N_CHOICES), Population.new("X", X), random_state=rng)
+    Y = np.array([np.frombuffer(k, np.int64) for k in hyb.pending])
+    stats = hyb.feedback(Y, np.zeros((len(Y), 3)), ref_X=X, ref_F=np.ones((6, 3)))
+    assert stats["controller_n"] == len(Y) and stats["controller_mean_reward"] == 1.0
+
+
+def test_duplicate_elimination_by_genome() -> None:
+    X = np.array([[0, 1, 2], [0, 1, 2], [2, 1, 0], [1, 1, 1]])
+    other = Population.new("X", np.array([[1, 1, 1]]))
+    kept = GenomeDuplicateElimination().do(Population.new("X", X), other).get("X")
+    np.testing.assert_array_equal(kept, [[0, 1, 2], [2, 1, 0]])
+
+
+def _search(seed: int, ratio: float = 0.5) -> tuple[np.ndarray, dict[str, Any]]:
+    algo = NSGA2(
+        pop_size=24,
+        sampling=ArchSampling(N_CHOICES),
+        crossover=LayerCrossover("uniform"),
+        mutation=HybridMutation(N_CHOICES, reinforced_ratio=ratio),
+        eliminate_duplicates=GenomeDuplicateElimination(),
+    )
+    res = minimize(ToyArch(N_CHOICES), algo, ("n_gen", 12), seed=seed, callback=ControllerFeedback())
+    hyb = res.algorithm.mating.mutation
+    return np.hstack([res.pop.get("X"), res.pop.get("F")]), hyb.controller.state_dict()
+
+
+def test_nsga2_deterministic_given_seed() -> None:
+    a, sa = _search(seed=1)
+    b, sb = _search(seed=1)
+    c, _ = _search(seed=2)
+    np.testing.assert_array_equal(a, b)
+    assert sa == sb and sa["n_updates"] == 11
+    assert not np.array_equal(a, c)
+    assert len({tuple(x) for x in a[:, :14]}) == len(a)  # duplicates eliminated
