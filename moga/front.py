@@ -1,0 +1,108 @@
+"""Reading a Pareto front back: filter it, find the knee, the best model under latency budgets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from supernet.errors import UserError
+
+
+def read_front(path: str | Path) -> pd.DataFrame:
+    """``pareto.csv`` itself, or a run directory / search directory holding one."""
+    path = Path(path)
+    for candidate in (path, path / "pareto.csv", path / "search" / "pareto.csv"):
+        if candidate.is_file():
+            try:
+                front = pd.read_csv(candidate)
+            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+                raise UserError(f"{candidate}: not a readable CSV ({exc})") from None
+            missing = {"id", "arch", "accuracy"} - set(front.columns)
+            if missing:
+                raise UserError(f"{candidate}: not a moga pareto.csv (missing columns {', '.join(sorted(missing))})")
+            return front
+    raise UserError(f"no pareto.csv at {path} (give a run directory, its search/ directory or the CSV itself)")
+
+
+def latency_column(front: pd.DataFrame) -> str | None:
+    return "latency_ms" if "latency_ms" in front else next((c for c in front if c.startswith("latency_ms")), None)
+
+
+def knee_index(front: pd.DataFrame, x: str, y: str = "accuracy") -> int | None:
+    """Row label of the knee of the accuracy-vs-cost trade-off: on the 2-D non-dominated subset, the point
+    farthest from the straight line joining its two extremes (in normalised units)."""
+    data = front[[x, y]].dropna().sort_values([x, y], ascending=[True, False])
+    best, keep = -np.inf, []
+    for idx, acc in data[y].items():  # 2-D front: accuracy strictly increasing with cost
+        if acc > best:
+            keep.append(idx)
+            best = acc
+    if len(keep) < 3:
+        return keep[-1] if keep else None
+    pts = data.loc[keep].to_numpy(float)
+    pts = (pts - pts.min(0)) / np.maximum(np.ptp(pts, 0), 1e-12)
+    a, b = pts[0], pts[-1]
+    d = b - a
+    dist = np.abs(d[0] * (pts[:, 1] - a[1]) - d[1] * (pts[:, 0] - a[0])) / np.linalg.norm(d)
+    return keep[int(np.argmax(dist))]
+
+
+def best_under(front: pd.DataFrame, x: str, budgets: list[float]) -> dict[float, int | None]:
+    """For each budget, the row label with the highest accuracy whose ``x`` is within it."""
+    out: dict[float, int | None] = {}
+    for budget in budgets:
+        ok = front[front[x] <= budget]
+        out[budget] = None if ok.empty else int(ok["accuracy"].idxmax())
+    return out
+
+
+def default_budgets(front: pd.DataFrame, x: str) -> list[float]:
+    lo, hi = float(front[x].min()), float(front[x].max())
+    return [round(lo + q * (hi - lo), 3) for q in (0.25, 0.5, 0.75)] if hi > lo else [hi]
+
+
+def annotate(front: pd.DataFrame, budgets: list[float] | None = None) -> tuple[pd.DataFrame, list[float]]:
+    """Add a ``mark`` column: ``knee`` and ``best<=B`` for each latency budget B."""
+    x = latency_column(front) or ("macs" if "macs" in front else None)
+    front = front.copy()
+    front["mark"] = ""
+    if x is None or front.empty:
+        return front, []
+    budgets = budgets or default_budgets(front, x)
+    knee = knee_index(front, x)
+    if knee is not None:
+        front.loc[knee, "mark"] = "knee"
+    for budget, idx in best_under(front, x, budgets).items():
+        if idx is not None:
+            front.loc[idx, "mark"] = (front.loc[idx, "mark"] + f" best<={budget:g}").strip()
+    return front, budgets
+
+
+def filter_front(front: pd.DataFrame, max_latency: float | None, min_accuracy: float | None, sort: str | None) -> pd.DataFrame:
+    x = latency_column(front)
+    if max_latency is not None:
+        if x is None:
+            raise UserError("this front has no latency column, so --max-latency cannot apply")
+        front = front[front[x] <= max_latency]
+    if min_accuracy is not None:
+        front = front[front["accuracy"] >= min_accuracy]
+    if sort:
+        if sort not in front:
+            raise UserError(f"cannot sort by {sort!r}: columns are {', '.join(front.columns)}")
+        front = front.sort_values(sort, ascending=sort not in ("accuracy", "params"))
+    return front
+
+
+def format_front(front: pd.DataFrame) -> str:
+    show = front.copy()
+    if "params" in show:
+        show["params"] = (show["params"] / 1e6).map("{:.2f}M".format)
+    if "macs" in show:
+        show["macs"] = (show["macs"] / 1e6).map("{:.1f}M".format)
+    for col in show:
+        if col.startswith("latency_ms") or col == "accuracy":
+            show[col] = show[col].map("{:.3f}".format if col != "accuracy" else "{:.2f}".format)
+    cols = [c for c in ["id", "accuracy", *[c for c in show if c.startswith("latency_ms")], "params", "macs", "mark", "arch"] if c in show]
+    return show[cols].to_string(index=False)
