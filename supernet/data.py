@@ -1,0 +1,481 @@
+"""Datasets and fast, deterministic in-memory loaders for supernet training.
+
+API
+---
+``load_dataset(kind="embedded", path=None, resolution=32, search_val_per_class=None, seed=0, *, normalization="auto",
+max_cached_images=200_000, num_workers=2) -> Dataset``.  ``kind``: ``"embedded"`` (bundled 10-class CIFAR-10 subset
+``assets/cifar10-mini.tar.gz``, decoded straight from the tarball), ``"imagefolder"`` (``path/{train,val}/<class>/*``)
+or ``"cifar10"`` (the official python pickle directory ``cifar-10-batches-py``).
+``Dataset`` (frozen): ``train``/``search_val``/``test`` (``Split``: ``images`` uint8 N×3×S×S tensor or ``FileImages``
+streamed from disk, ``labels`` int64), ``classes``, ``mean``, ``std``, ``resolution``, ``augment``;
+``.loader(split, batch_size, train=None, seed=0, rank=0, world_size=1, drop_last=None, channels_last=False)``,
+``.calibration_indices(n, seed=0)``, ``.calibration_batch(n, seed=0, channels_last=False)`` (n train images drawn
+uniformly at random with a fixed seed, eval preprocessing, normalised float32: for BN recalibration).
+``TensorLoader(images, labels, batch_size, train, seed, resolution, mean, std, drop_last=None, rank=0, world_size=1,
+*, augment=None, channels_last=False, num_workers=0)``: iterating yields one epoch of ``(x float32, y int64)``;
+``len``, ``set_epoch``, ``state_dict``/``load_state_dict`` (resume mid-epoch), ``batches(start_step)`` (infinite).
+``DataError`` (a ``UserError``/``ValueError``): missing/empty directory, class mismatch, unreadable image.
+
+Splits: ``test`` = ``val/`` (or ``test_batch``); ``search_val`` = seeded class-stratified hold-out of
+``search_val_per_class`` train images per class (default 100 embedded, 500 cifar10, 50 imagefolder); ``train`` = rest.
+Preprocessing: ``resolution <= 64`` -> "cifar": cached at ``resolution``, train = pad-4 random crop + flip.  Otherwise
+"imagenet": cached at ``round(resolution / 0.875)`` (shorter-side resize + center crop), train = random-resized-crop
+(scale 0.08-1, ratio 3/4-4/3) + flip in one batched ``grid_sample``, eval = center crop.  Splits with more than
+``max_cached_images`` images are streamed from disk by a DataLoader with ``num_workers``.
+Determinism: ``batch_size`` is the *global* batch.  The epoch order comes from (seed, epoch); augmentation parameters
+for the whole global batch come from (seed, epoch, step) and are then sliced, so rank r of W gets exactly rows
+``[r*B//W, (r+1)*B//W)`` of the single-process batch.  Only explicit ``torch.Generator`` objects are used.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import math
+import pickle
+import tarfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from supernet.errors import UserError
+
+EMBEDDED_PATH = Path(__file__).parent / "assets" / "cifar10-mini.tar.gz"
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff"})
+DEFAULT_SEARCH_VAL = {"embedded": 100, "cifar10": 500, "imagefolder": 50}
+SPLITS = ("train", "search_val", "test")
+
+
+class DataError(UserError):
+    """A problem with the user's data (missing/empty directory, class mismatch, bad image)."""
+
+
+def _generator(*key: object) -> torch.Generator:
+    """A torch.Generator seeded by a stable hash of ``key`` (independent of global RNG)."""
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
+def _decode(source: str | Path | bytes, name: str, size: int) -> np.ndarray:
+    """Decode one image to RGB uint8 H×W×3, shorter side resized to ``size`` + center crop."""
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            img.load()
+            img = img.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot read image {name}: {e}") from e
+    w, h = img.size
+    if (w, h) != (size, size):
+        scale = size / min(w, h)
+        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+    return np.array(img, dtype=np.uint8)
+
+
+def _resize_tensor(images: Tensor, size: int, chunk: int = 1024) -> Tensor:
+    """Resize a uint8 N×3×H×W batch (shorter side -> size, then center crop) in chunks."""
+    n, _, h, w = images.shape
+    if (h, w) == (size, size):
+        return images
+    nh, nw = max(size, round(h * size / min(h, w))), max(size, round(w * size / min(h, w)))
+    top, left = (nh - size) // 2, (nw - size) // 2
+    out = torch.empty(n, 3, size, size, dtype=torch.uint8)
+    for i in range(0, n, chunk):
+        x = F.interpolate(images[i : i + chunk].float(), (nh, nw), mode="bilinear", antialias=True)
+        out[i : i + chunk] = x[:, :, top : top + size, left : left + size].round().clamp(0, 255)
+    return out
+
+
+def _check_classes(train: Iterable[str], val: Iterable[str], where: object) -> list[str]:
+    train_set, val_set = set(train), set(val)
+    if not train_set:
+        raise DataError(f"{where}: no class folders found under train/")
+    if train_set != val_set:
+        raise DataError(
+            f"{where}: train/ and val/ class folders differ: only in train: "
+            f"{sorted(train_set - val_set)}, only in val: {sorted(val_set - train_set)}"
+        )
+    return sorted(train_set)
+
+
+class FileImages(TorchDataset):
+    """Images streamed from disk, decoded to uint8 3×size×size (for DataLoader workers)."""
+
+    def __init__(self, files: Sequence[str], size: int) -> None:
+        self.files, self.size = list(files), size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return torch.from_numpy(_decode(self.files[i], self.files[i], self.size)).permute(2, 0, 1)
+
+    def collate(self, items: list[Tensor]) -> Tensor:
+        return torch.stack(items) if items else torch.empty(0, 3, self.size, self.size, dtype=torch.uint8)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_embedded(path: str) -> tuple[list[str], Tensor, Tensor, Tensor, Tensor]:
+    members: dict[str, dict[str, list[tuple[str, bytes]]]] = {"train": {}, "val": {}}
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for m in tar:
+                parts = PurePosixPath(m.name).parts
+                parts = parts[1:] if parts[:1] == (".",) else parts
+                if m.isfile() and len(parts) == 3 and parts[0] in members and PurePosixPath(parts[2]).suffix.lower() in IMAGE_EXTENSIONS:
+                    data = tar.extractfile(m).read()  # type: ignore[union-attr]
+                    members[parts[0]].setdefault(parts[1], []).append((m.name, data))
+    except (OSError, tarfile.TarError, EOFError) as e:
+        raise DataError(f"cannot read dataset archive {path}: {e}") from e
+    classes = _check_classes(members["train"], members["val"], path)
+    out: list[Tensor] = []
+    for split in ("train", "val"):
+        arrays, labels = [], []
+        for c, cls in enumerate(classes):
+            for name, data in sorted(members[split][cls]):
+                arrays.append(_decode(data, f"{path}:{name}", 32))
+                labels.append(c)
+        out += [torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels, dtype=torch.int64)]
+    return classes, *out  # type: ignore[return-value]
+
+
+def _unpickle(file: Path) -> dict[Any, Any]:
+    if not file.is_file():
+        raise DataError(f"CIFAR-10 file missing: {file}")
+    try:
+        # The official CIFAR-10 python release *is* a pickle; only load files you trust.
+        with open(file, "rb") as f:
+            obj = pickle.load(f, encoding="bytes")
+    except (pickle.UnpicklingError, EOFError, OSError, ValueError, AttributeError) as e:
+        raise DataError(f"cannot read CIFAR-10 file {file}: {e}") from e
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cifar10(path: str) -> tuple[list[str], Tensor, Tensor, Tensor, Tensor]:
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"dataset directory does not exist: {root}")
+    if (root / "cifar-10-batches-py").is_dir():
+        root = root / "cifar-10-batches-py"
+    out: list[Tensor] = []
+    for names in ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]):
+        batches = [_unpickle(root / n) for n in names]
+        try:
+            data = np.concatenate([np.asarray(b["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches])
+            labels = np.concatenate([np.asarray(b["labels"], dtype=np.int64) for b in batches])
+        except (KeyError, ValueError) as e:
+            raise DataError(f"malformed CIFAR-10 batch in {root}: {e!r}") from e
+        out += [torch.from_numpy(data), torch.from_numpy(labels)]
+    meta = root / "batches.meta"
+    classes = [n.decode() for n in _unpickle(meta)["label_names"]] if meta.is_file() else list(CIFAR10_CLASSES)
+    return classes, *out  # type: ignore[return-value]
+
+
+def _scan_folder(root: Path) -> tuple[list[str], dict[str, tuple[list[str], Tensor]]]:
+    if not root.is_dir():
+        raise DataError(f"dataset directory does not exist: {root}")
+    if not any(root.iterdir()):
+        raise DataError(f"dataset directory is empty: {root}")
+    found: dict[str, dict[str, list[str]]] = {}
+    for sub in ("train", "val"):
+        d = root / sub
+        if not d.is_dir():
+            raise DataError(f"{root} has no {sub}/ folder (expected {sub}/<class>/<image> layout)")
+        dirs = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not dirs:
+            raise DataError(f"{d} is empty: no class folders")
+        found[sub] = {p.name: sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS) for p in dirs}
+    classes = _check_classes(found["train"], found["val"], root)
+    for sub, by_class in found.items():
+        if empty := [c for c, files in by_class.items() if not files]:
+            raise DataError(f"{root / sub}: class folders without images: {empty}")
+    lists = {}
+    for sub in ("train", "val"):
+        files = [f for c in classes for f in found[sub][c]]
+        labels = torch.tensor([i for i, c in enumerate(classes) for _ in found[sub][c]], dtype=torch.int64)
+        lists[sub] = (files, labels)
+    return classes, lists
+
+
+@functools.lru_cache(maxsize=4)
+def _decode_files(files: tuple[str, ...], size: int, num_workers: int) -> Tensor:
+    ds = FileImages(files, size)
+    if num_workers <= 0 or len(files) < 4096:
+        return ds.collate([ds[i] for i in range(len(ds))])
+    loader = DataLoader(ds, batch_size=512, num_workers=num_workers, collate_fn=ds.collate)
+    return torch.cat(list(loader))
+
+
+def _holdout(labels: Tensor, per_class: int, classes: list[str], seed: int) -> tuple[Tensor, Tensor]:
+    """Seeded class-stratified hold-out: returns (kept indices, held-out indices), both sorted."""
+    g, held = _generator(seed, "search_val"), []
+    for c, name in enumerate(classes):
+        idx = (labels == c).nonzero().flatten()
+        if len(idx) <= per_class:
+            raise DataError(f"class {name!r} has {len(idx)} training images; cannot hold out {per_class}")
+        held.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    held_idx = torch.cat(held).sort().values
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[held_idx] = False
+    return keep.nonzero().flatten(), held_idx
+
+
+def _normalize(x: Tensor, mean: Sequence[float], std: Sequence[float], channels_last: bool) -> Tensor:
+    """uint8 (or 0-255 float) -> normalised float32, in the requested memory format."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = x.contiguous(memory_format=fmt).float()
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1)
+    bias = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)]).view(1, 3, 1, 1)
+    return x.mul_(scale).add_(bias)
+
+
+def _eval_crop(x: Tensor, resolution: int) -> Tensor:
+    size = x.shape[-1]
+    if size < resolution:
+        return F.interpolate(x.float(), (resolution, resolution), mode="bilinear", antialias=False)
+    o = (size - resolution) // 2
+    return x[:, :, o : o + resolution, o : o + resolution]
+
+
+def _crop_flip(x: Tensor, g: torch.Generator, n: int, lo: int, resolution: int, pad: int = 4) -> Tensor:
+    """Random crop (zero padding ``pad``) + horizontal flip, params for ``n`` global rows, slice ``lo:``."""
+    b, c, size = len(x), x.shape[1], x.shape[-1] + 2 * pad
+    oy, ox = torch.randint(0, size - resolution + 1, (2, n), generator=g)[:, lo : lo + b]
+    flip = (torch.rand(n, generator=g) < 0.5)[lo : lo + b]
+    ar = torch.arange(resolution)
+    rows = oy[:, None] + ar
+    cols = torch.where(flip[:, None], ox[:, None] + resolution - 1 - ar, ox[:, None] + ar)
+    pixel = (rows[:, :, None] * size + cols[:, None, :])[:, None]  # B×1×R×R offsets inside one plane
+    plane = (torch.arange(b)[:, None] * c + torch.arange(c)) * (size * size)  # B×C plane starts
+    return F.pad(x.contiguous(), (pad, pad, pad, pad)).reshape(-1)[pixel + plane[:, :, None, None]]
+
+
+def _resized_crop_flip(x: Tensor, g: torch.Generator, n: int, lo: int, resolution: int) -> Tensor:
+    """Random-resized-crop (scale 0.08-1, ratio 3/4-4/3, 10 tries, else full image) + flip."""
+    size, tries = x.shape[-1], 10
+    area = size * size * torch.empty(n, tries).uniform_(0.08, 1.0, generator=g)
+    ratio = torch.exp(torch.empty(n, tries).uniform_(math.log(3 / 4), math.log(4 / 3), generator=g))
+    w, h = torch.sqrt(area * ratio).round(), torch.sqrt(area / ratio).round()
+    ok = (w <= size) & (h <= size)
+    first = torch.where(ok.any(1), ok.float().argmax(1), -1)
+    pick = first.clamp(min=0)[:, None]
+    w = torch.where(first >= 0, w.gather(1, pick)[:, 0], float(size))
+    h = torch.where(first >= 0, h.gather(1, pick)[:, 0], float(size))
+    x0 = torch.floor(torch.rand(n, generator=g) * (size - w + 1))
+    y0 = torch.floor(torch.rand(n, generator=g) * (size - h + 1))
+    flip = torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
+    sl = slice(lo, lo + len(x))
+    theta = torch.zeros(len(x), 2, 3)
+    theta[:, 0, 0] = (w / size * flip)[sl]
+    theta[:, 0, 2] = ((2 * x0 + w) / size - 1)[sl]
+    theta[:, 1, 1] = (h / size)[sl]
+    theta[:, 1, 2] = ((2 * y0 + h) / size - 1)[sl]
+    grid = F.affine_grid(theta, [len(x), 3, resolution, resolution], align_corners=False)
+    return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class TensorLoader:
+    """Deterministic, resumable, rank-sharded batch iterator over uint8 images (see module doc)."""
+
+    def __init__(
+        self, images: Tensor | FileImages, labels: Tensor, batch_size: int, train: bool, seed: int, resolution: int,
+        mean: Sequence[float], std: Sequence[float], drop_last: bool | None = None, rank: int = 0, world_size: int = 1,
+        *, augment: str | None = None, channels_last: bool = False, num_workers: int = 0,
+    ) -> None:  # fmt: skip
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if batch_size <= 0 or batch_size % world_size or not 0 <= rank < world_size:
+            raise ValueError(f"need batch_size % world_size == 0 and 0 <= rank < world_size, got {batch_size=}")
+        self.images, self.labels, self.batch_size, self.train = images, labels, batch_size, train
+        self.seed, self.resolution, self.mean, self.std = seed, resolution, tuple(mean), tuple(std)
+        self.drop_last = train if drop_last is None else drop_last
+        self.rank, self.world_size, self.channels_last = rank, world_size, channels_last
+        self.augment = augment or ("cifar" if resolution <= 64 else "imagenet")
+        if self.augment not in ("cifar", "imagenet"):
+            raise ValueError(f"augment must be 'cifar' or 'imagenet', got {self.augment!r}")
+        self.num_workers, self.epoch, self.position = num_workers, 0, 0
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch; a no-op if already there (so a resumed mid-epoch position is kept)."""
+        if epoch != self.epoch:
+            self.epoch, self.position = epoch, 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if (state["seed"], state["batch_size"]) != (self.seed, self.batch_size):
+            raise ValueError(f"state is for seed/batch_size {state['seed']}/{state['batch_size']}")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+    def _shard(self, n: int) -> tuple[int, int]:
+        return n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size
+
+    def transform(self, x: Tensor, epoch: int, step: int, global_n: int, lo: int) -> Tensor:
+        """uint8 rows ``lo:lo+len(x)`` of global batch ``step`` -> normalised float32."""
+        if not self.train:
+            x = _eval_crop(x, self.resolution)
+        elif self.augment == "cifar":
+            x = _crop_flip(x, _generator(self.seed, "aug", epoch, step), global_n, lo, self.resolution)
+        else:
+            x = _resized_crop_flip(x, _generator(self.seed, "aug", epoch, step), global_n, lo, self.resolution)
+        return _normalize(x, self.mean, self.std, self.channels_last)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        epoch, start, b = self.epoch, self.position, self.batch_size
+        n = len(self.labels)
+        order = torch.randperm(n, generator=_generator(self.seed, "perm", epoch)) if self.train else torch.arange(n)
+        shards = []  # (step, global batch size, first global row of this rank, this rank's sample indices)
+        for s in range(start, len(self)):
+            batch = order[s * b : (s + 1) * b]
+            lo, hi = self._shard(len(batch))
+            shards.append((s, len(batch), lo, batch[lo:hi]))
+        if isinstance(self.images, Tensor):
+            raw: Iterable[Tensor] = (self.images[idx] for *_, idx in shards)
+        else:
+            raw = DataLoader(
+                self.images,
+                batch_sampler=[idx.tolist() for *_, idx in shards],
+                num_workers=self.num_workers,
+                collate_fn=self.images.collate,
+            )
+        for (step, global_n, lo, idx), x in zip(shards, raw, strict=True):
+            out = self.transform(x, epoch, step, global_n, lo), self.labels[idx]
+            self.position = step + 1
+            yield out
+        self.epoch, self.position = epoch + 1, 0
+
+    def batches(self, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Infinite stream of batches starting at global step ``start_step`` (epoch = step // len)."""
+        if len(self) == 0:
+            raise ValueError("loader has no batches (dataset smaller than batch_size with drop_last)")
+        self.epoch, self.position = divmod(start_step, len(self))
+        while True:
+            yield from self
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    images: Tensor | FileImages  # uint8 N×3×S×S (cached) or FileImages (streamed)
+    labels: Tensor  # int64 N
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def fetch(self, idx: Tensor) -> Tensor:
+        return self.images[idx] if isinstance(self.images, Tensor) else self.images.collate([self.images[i] for i in idx.tolist()])
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    train: Split
+    search_val: Split
+    test: Split
+    classes: list[str]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resolution: int
+    augment: str  # "cifar" or "imagenet"
+    num_workers: int = 0
+
+    def split(self, name: str) -> Split:
+        if name not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
+        return getattr(self, name)
+
+    def loader(
+        self, split: str, batch_size: int, train: bool | None = None, seed: int = 0, rank: int = 0, world_size: int = 1,
+        drop_last: bool | None = None, channels_last: bool = False,
+    ) -> TensorLoader:  # fmt: skip
+        """Loader over ``split``; ``train`` (shuffle + augment) defaults to ``split == "train"``."""
+        s = self.split(split)
+        return TensorLoader(
+            s.images, s.labels, batch_size, split == "train" if train is None else train, seed,
+            self.resolution, self.mean, self.std, drop_last, rank, world_size,
+            augment=self.augment, channels_last=channels_last, num_workers=self.num_workers,
+        )  # fmt: skip
+
+    def calibration_indices(self, n: int, seed: int = 0) -> Tensor:
+        """n train indices drawn uniformly at random (without replacement) with a fixed seed."""
+        if not 0 < n <= len(self.train):
+            raise ValueError(f"need 0 < n <= {len(self.train)} training images, got {n}")
+        return torch.randperm(len(self.train), generator=_generator(seed, "calibration"))[:n]
+
+    def calibration_batch(self, n: int, seed: int = 0, channels_last: bool = False) -> Tensor:
+        """n random train images, eval preprocessing (no augmentation), normalised float32."""
+        x = _eval_crop(self.train.fetch(self.calibration_indices(n, seed)), self.resolution)
+        return _normalize(x, self.mean, self.std, channels_last)
+
+
+def load_dataset(
+    kind: str = "embedded", path: str | Path | None = None, resolution: int = 32, search_val_per_class: int | None = None,
+    seed: int = 0, *, normalization: str | tuple[Sequence[float], Sequence[float]] = "auto",
+    max_cached_images: int = 200_000, num_workers: int = 2,
+) -> Dataset:  # fmt: skip
+    """Load ``kind`` ("embedded", "imagefolder", "cifar10") into train/search_val/test splits."""
+    if kind not in DEFAULT_SEARCH_VAL:
+        raise DataError(f"dataset kind must be one of {sorted(DEFAULT_SEARCH_VAL)}, got {kind!r}")
+    if resolution <= 0:
+        raise DataError(f"resolution must be positive, got {resolution}")
+    per_class = DEFAULT_SEARCH_VAL[kind] if search_val_per_class is None else search_val_per_class
+    augment = "cifar" if resolution <= 64 else "imagenet"
+    size = resolution if augment == "cifar" else round(resolution / 0.875)
+    if path is None and kind != "embedded":
+        raise DataError(f"kind={kind!r} needs a dataset path")
+    if kind == "imagefolder":
+        classes, lists = _scan_folder(Path(path).expanduser())  # type: ignore[arg-type]
+        cached = {}
+        for sub, (files, _) in lists.items():
+            if len(files) <= max_cached_images:
+                cached[sub] = _decode_files(tuple(files), size, num_workers)
+            else:
+                cached[sub] = FileImages(files, size)
+        train_all, test_images = cached["train"], cached["val"]
+        train_labels, test_labels = lists["train"][1], lists["val"][1]
+    else:
+        root = str(Path(path or EMBEDDED_PATH).expanduser())
+        if kind == "embedded" and not Path(root).is_file():
+            raise DataError(f"embedded dataset archive not found: {root}")
+        load = _load_embedded if kind == "embedded" else _load_cifar10
+        classes, train_all, train_labels, test_images, test_labels = load(root)
+        train_all, test_images = _resize_tensor(train_all, size), _resize_tensor(test_images, size)
+
+    def take(images: Tensor | FileImages, idx: Tensor) -> Tensor | FileImages:
+        if isinstance(images, Tensor):
+            return images[idx]
+        return FileImages([images.files[i] for i in idx.tolist()], images.size)
+
+    keep, held = _holdout(train_labels, per_class, classes, seed)
+    if normalization == "auto":
+        normalization = "imagenet" if kind == "imagefolder" else "cifar"
+    if isinstance(normalization, str):
+        stats = {"cifar": (CIFAR_MEAN, CIFAR_STD), "imagenet": (IMAGENET_MEAN, IMAGENET_STD)}
+        if normalization not in stats:
+            raise DataError(f"normalization must be 'auto', 'cifar', 'imagenet' or (mean, std), got {normalization!r}")
+        normalization = stats[normalization]
+    mean, std = (tuple(float(v) for v in t) for t in normalization)
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise DataError(f"normalization needs 3 means and 3 positive stds, got {mean} / {std}")
+    train, search_val = Split(take(train_all, keep), train_labels[keep]), Split(take(train_all, held), train_labels[held])
+    test = Split(take(test_images, torch.arange(len(test_labels))), test_labels.clone())  # copies: never alias the cache
+    return Dataset(train, search_val, test, list(classes), mean, std, resolution, augment, num_workers)  # type: ignore[arg-type]
