@@ -26,6 +26,7 @@ class TableConfig(Section):
     warmup: int = Field(default=10, ge=0)
     runs: int = Field(default=30, ge=1)
     rounds: int = Field(default=3, ge=1)
+    clock: Literal["wall", "cpu"] = "wall"  # cpu: thread CPU time (1-thread CPU only), robust on a shared machine
 
 
 class LutConfig(Section):

@@ -129,9 +129,12 @@ def _feasible_front(F: np.ndarray, cv: np.ndarray) -> np.ndarray:
 class Search:
     """One search run writing into ``out_dir`` (history, front, plots, per-generation state)."""
 
-    def __init__(self, space: SearchSpace, cfg: SearchConfig, metrics: Metrics, out_dir: str | Path, seed: int, config_hash: str = ""):
+    def __init__(
+        self, space: SearchSpace, cfg: SearchConfig, metrics: Metrics, out_dir: str | Path, seed: int, config_hash: str = "", writer: bool = True
+    ):
+        """``writer=False`` on torchrun ranks other than 0: they search in lockstep but write nothing."""
         self.space, self.cfg, self.metrics, self.seed = space, cfg, metrics, seed
-        self.out_dir, self.config_hash = Path(out_dir), config_hash
+        self.out_dir, self.config_hash, self.writer = Path(out_dir), config_hash, writer
         specs = [(o.name, o.weight, o.maximize) for o in cfg.objectives]
         self.objectives = make_objectives(specs, metrics.tables)
         self.constraints = [parse_constraint(c, metrics.tables) for c in cfg.constraints]
@@ -214,7 +217,7 @@ class Search:
              "eval_s": eval_s, "generation_s": total_s, "bookkeeping_s": max(total_s - eval_s, 0.0), "hypervolume": hv,
              "front_size": len(front), "replayed": len(gens) < completed} | feedback
         )  # fmt: skip
-        if len(gens) > completed:
+        if len(gens) > completed and self.writer:
             self._save_state(record, len(gens), gens, mutation)
         bar.set_postfix(evals=len(record.records), front=len(front), hv=f"{hv:.4f}")
         bar.update(1)
@@ -244,11 +247,11 @@ class Search:
         front.insert(0, "id", range(len(front)))
         front = front.drop(columns=["cv"])
         generations = pd.DataFrame(gens)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out_dir / "history.csv", history.to_csv(index=False))
-        atomic_write_text(self.out_dir / "pareto.csv", front.to_csv(index=False))
-        atomic_write_text(self.out_dir / "hypervolume.csv", generations.to_csv(index=False))
-        self._plot(history, front, generations)
+        if self.writer:
+            atomic_write_text(self.out_dir / "history.csv", history.to_csv(index=False))
+            atomic_write_text(self.out_dir / "pareto.csv", front.to_csv(index=False))
+            atomic_write_text(self.out_dir / "hypervolume.csv", generations.to_csv(index=False))
+            self._plot(history, front, generations)
         if front.empty:
             closest = history.sort_values("cv").iloc[0]
             raise UserError(

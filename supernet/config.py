@@ -35,17 +35,21 @@ class SupernetConfig(Section):
     batch_size: int = Field(default=128, ge=1)  # global batch (split across DDP ranks)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(default=0.1, gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
+    momentum: float = Field(default=0.9, ge=0, lt=1)  # SGD momentum / AdamW beta1
+    nesterov: bool = True  # SGD only
     weight_decay: float = Field(default=4e-5, ge=0)  # not applied to BN and biases
     warmup_steps: int = Field(default=20, ge=0)
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
     shared_grad: Literal["mean", "sum"] = "mean"  # fair step: average the m-fold accumulated grads of shared parts
     grad_clip: float = Field(default=5.0, ge=0)  # 0 disables
+    micro_batches: int = Field(default=1, ge=1)  # per-rank batch split in chunks (per-chunk BN stats), grads averaged
     channels_last: bool = True
     amp: bool = True  # mixed precision, CUDA only
     checkpoint_every: int = Field(default=50, ge=1)
-    eval_every: int = Field(default=100, ge=0)  # 0 disables periodic random-path validation
+    eval_every: int = Field(default=100, ge=0)  # 0 disables periodic random-path validation (the final one still runs)
+    eval_paths: int = Field(default=4, ge=0)  # random paths validated during training; 0 disables validation
     bn_calib_images: int = Field(default=1000, ge=0)  # BN recalibration per candidate; 0 keeps running stats
+    bn_calib_batch_size: int = Field(default=100, ge=1)  # recalibration batch (train-mode BN uses its statistics)
     eval_images: int = Field(default=0, ge=0)  # 0 = the whole search-time validation split
     eval_batch_size: int = Field(default=500, ge=1)
 

@@ -1,0 +1,218 @@
+"""``moga lut ...``: build, show, validate, export-blocks and import latency tables (CLI glue over ``lut``)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from supernet.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    lut = sub.add_parser("lut", help="latency lookup tables: build, show, validate, export blocks, import timings")
+    act = lut.add_subparsers(dest="lut_command", required=True, metavar="ACTION")
+
+    p = act.add_parser("build", help="measure (or load and check) the experiment's latency tables into <run_dir>/lut/")
+    p.add_argument("experiment", help="experiment YAML")
+    p.add_argument("overrides", nargs="*", help="section.key=value config overrides")
+    p.add_argument("--table", default=None, help="only this table of lut.tables")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_build)
+
+    p = act.add_parser("show", help="header, entries summary and calibration of a table")
+    p.add_argument("table", help="table JSON")
+    p.add_argument("--entries", action="store_true", help="also list every entry")
+    p.set_defaults(func=cmd_show)
+
+    p = act.add_parser("validate", help="measure random whole networks, calibrate the table, report accuracy")
+    p.add_argument("table", help="table JSON (the calibration is stored in it)")
+    p.add_argument("--nets", type=int, default=None, help="random networks to measure (calibration + held out)")
+    p.add_argument("--calib", type=int, default=None, help="networks used to fit the calibration (default 20%%, at least 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="report directory (default: <table>_validation/ beside the table)")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--runs", type=int, default=10, help="timed runs per network and round")
+    p.add_argument("--rounds", type=int, default=3, help="rounds per measurement pass (two passes, interleaved)")
+    p.add_argument("--measured", default=None, help="CSV arch,measured_ms[,measured2_ms] timed on the table's device instead")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_validate)
+
+    p = act.add_parser("export-blocks", help="write every block (and optionally whole networks) as ONNX, to time on a device")
+    p.add_argument("experiment", help="experiment YAML")
+    p.add_argument("out_dir", help="output directory")
+    p.add_argument("overrides", nargs="*", help="section.key=value config overrides")
+    p.add_argument("--table", default=None, help="take the batch size from this table of lut.tables (default: the first)")
+    p.add_argument("--nets", type=int, default=0, help="also export N random whole networks for on-device validation")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_export_blocks)
+
+    p = act.add_parser("import", help="build a table from block timings measured elsewhere (CSV key,median_ms[,mean_ms,std_ms,count])")
+    p.add_argument("csv", help="measured timings CSV")
+    p.add_argument("--out", required=True, help="table JSON to write")
+    p.add_argument("--device", required=True, help="device name, e.g. pixel7-gpu")
+    p.add_argument("--runtime", required=True, help="runtime name, e.g. tflite")
+    p.add_argument("--runtime-version", default="unknown")
+    p.add_argument("--provider", required=True, help="execution provider / delegate, e.g. gpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--cpu-model", default="unknown", help="the device's processor, for the header")
+    p.add_argument("--space", required=True, help="search space name or YAML path")
+    p.add_argument("--resolution", type=int, required=True)
+    p.add_argument("--num-classes", type=int, required=True)
+    p.add_argument("--width-mult", type=float, default=1.0)
+    p.add_argument("--variant", default="imagenet")
+    p.set_defaults(func=cmd_import)
+
+
+def _tables(cfg: Any, only: str | None) -> list[str]:
+    if only is not None and only not in cfg.lut.tables:
+        raise UserError(f"the experiment names no latency table {only!r} (it has {', '.join(cfg.lut.tables) or 'none'})")
+    return [only] if only else list(cfg.lut.tables)
+
+
+def cmd_build(args: argparse.Namespace) -> None:
+    from lut.build import build_table, lut_space, table_path
+    from lut.measure import MeasureProtocol, make_backend
+    from lut.table import LatencyTable
+    from lut.validate import validate
+    from moga.config import load_config
+
+    cfg = load_config(args.experiment, args.overrides)
+    space = lut_space(cfg)
+    for name in _tables(cfg, args.table):
+        tc = cfg.lut.tables[name]
+        dest = table_path(cfg, name)
+        if tc.path:
+            table = LatencyTable.load(tc.path)
+            table.check_space(space, batch=tc.batch)
+            table.save(dest)
+            print(
+                f"{name}: {tc.path} fits space {space.name} at {space.resolution} ({len(table.entries)} entries, {table.header['device']}) -> {dest}"
+            )
+            continue
+        backend = make_backend(tc.backend, tc.threads, tc.clock)
+        t0 = time.perf_counter()
+        try:
+            protocol = MeasureProtocol(tc.warmup, tc.runs, tc.rounds)
+            table, n = build_table(
+                space, backend, dest, device=tc.device_name, batch=tc.batch, protocol=protocol, progress=not args.no_progress
+            )
+            done = "up to date" if n == 0 else f"measured {n} of {len(table.entries)} entries in {time.perf_counter() - t0:.0f} s"
+            print(f"{name}: {done} ({tc.backend}, {tc.threads} thread(s), batch {tc.batch}) -> {dest}")
+            if cfg.lut.validate_nets and table.calibration is None:
+                calibrated, report = validate(table, space, backend, cfg.lut.validate_nets, seed=cfg.seed, progress=not args.no_progress)
+                _report(calibrated, report, dest, None)
+        finally:
+            backend.close()
+
+
+def _report(calibrated: Any, report: Any, path: Path, out: str | None) -> None:
+    from lut.validate import write_report
+
+    out_dir = Path(out) if out else path.with_name(f"{path.stem}_validation")
+    files = write_report(report, out_dir, f"{path.name}: {calibrated.header['device']}")
+    calibrated.save(path)
+    print(report.summary())
+    print(f"calibration stored in {path}; report: {files['csv']}, {files['png']}")
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    from lut.measure import MeasureProtocol, backend_for_header
+    from lut.table import LatencyTable, header_space
+    from lut.validate import validate, validate_measured
+
+    path = Path(args.table)
+    table = LatencyTable.load(path)
+    space = header_space(table.header)
+    table.check_space(space, user="the space named in its header")
+    if args.measured:
+        calibrated, report = validate_measured(table, space, args.measured, args.calib)
+        _report(calibrated, report, path, args.out)
+        return
+    if args.nets is None:
+        raise UserError("give --nets N (random networks to measure here) or --measured CSV (timings from the device)")
+    backend = backend_for_header(table.header)
+    try:
+        protocol = MeasureProtocol(args.warmup, args.runs, args.rounds)
+        calibrated, report = validate(table, space, backend, args.nets, args.calib, args.seed, protocol, progress=not args.no_progress)
+    finally:
+        backend.close()
+    _report(calibrated, report, path, args.out)
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from lut.table import LatencyTable, header_space
+
+    table = LatencyTable.load(args.table)
+    print(f"{args.table}")
+    for k, v in table.header.items():
+        print(f"  {k:<16} {v}")
+    med = np.array([e.median_ms for e in table.entries.values()])
+    kinds: dict[str, int] = {}
+    for key in table.entries:
+        kinds[key.split(":")[0]] = kinds.get(key.split(":")[0], 0) + 1
+    print(
+        f"entries: {len(med)} ({', '.join(f'{n} {k}' for k, n in kinds.items())}); median_ms from {med.min():.4f} to {med.max():.4f}, sum {med.sum():.3f}"
+    )
+    cal = table.calibration
+    if cal is None:
+        print("calibration: none (run `moga lut validate`)")
+    else:
+        held = {
+            k: cal.info[k]
+            for k in ("held_out", "mape_calibrated", "within_5_calibrated", "within_10_calibrated", "tau_calibrated", "tau_noise")
+            if k in cal.info
+        }
+        print(f"calibration: predicted = {cal.slope:.4f} * raw + {cal.intercept:.4f} ms, fitted on {cal.fitted_on} networks; {held}")
+    try:
+        predictor = table.predictor(header_space(table.header))
+    except UserError as exc:
+        print(f"prediction: unavailable ({exc})")
+    else:
+        lo = predictor.fixed_ms + sum(a.min() for a in predictor.layer_ms)
+        hi = predictor.fixed_ms + sum(a.max() for a in predictor.layer_ms)
+        print(f"space range: {predictor.calibration.apply(lo):.3f} to {predictor.calibration.apply(hi):.3f} ms (raw {lo:.3f} to {hi:.3f})")
+    if args.entries:
+        width = max(len(k) for k in table.entries)
+        for k, e in table.entries.items():
+            print(f"  {k:<{width}}  {e.median_ms:9.4f} ms  (mean {e.mean_ms:.4f}, std {e.std_ms:.4f}, n {e.count})")
+
+
+def cmd_export_blocks(args: argparse.Namespace) -> None:
+    from lut.build import export_blocks, lut_space
+    from moga.config import load_config
+
+    cfg = load_config(args.experiment, args.overrides)
+    names = _tables(cfg, args.table)
+    batch = cfg.lut.tables[names[0]].batch if names else 1
+    space = lut_space(cfg)
+    n = export_blocks(space, args.out_dir, batch=batch, nets=args.nets, seed=args.seed)
+    nets = f" and {n['nets']} networks (nets/manifest.csv)" if n["nets"] else ""
+    print(f"wrote {n['blocks']} blocks (manifest.csv){nets} of space {space.name} at {space.resolution}, batch {batch}, to {args.out_dir}")
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    from lut.build import import_csv
+    from supernet.space import get_space
+
+    space = get_space(
+        args.space, num_classes=args.num_classes, resolution=args.resolution, width_mult=args.width_mult, variant=args.variant
+    )
+    header = {
+        "device": args.device,
+        "runtime": args.runtime,
+        "runtime_version": args.runtime_version,
+        "provider": args.provider,
+        "threads": args.threads,
+        "batch": args.batch,
+        "cpu_model": args.cpu_model,
+    }
+    table = import_csv(args.csv, space, header)
+    table.save(args.out)
+    print(
+        f"imported {len(table.entries)} entries for {space.name} at {space.resolution} ({args.device}, {args.runtime}/{args.provider}) -> {args.out}"
+    )

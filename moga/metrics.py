@@ -1,0 +1,71 @@
+"""The real evaluator the search asks: supernet accuracy, table latencies, parameter and MAC counts.
+
+Latency, parameters and multiply-adds are additive over layers, so they come from per-layer arrays
+(a gather and a sum per architecture) and their exact ranges over the space are known, which lets the
+search refuse impossible constraints up front. Accuracy is the expensive part: it is asked only for
+architectures not seen before, batched, and shared across torchrun ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from lut.table import LatencyTable
+from supernet.arch import Arch
+from supernet.model import cost_tables
+from supernet.space import SearchSpace
+
+AccuracyFn = Callable[[Sequence[Arch]], Sequence[float]]
+
+
+def _range(fixed: float, per_layer: Sequence[np.ndarray]) -> tuple[float, float]:
+    return float(fixed + sum(a.min() for a in per_layer)), float(fixed + sum(a.max() for a in per_layer))
+
+
+class ArchMetrics:
+    def __init__(self, space: SearchSpace, tables: dict[str, LatencyTable], accuracy: AccuracyFn | None, latency_space: SearchSpace | None = None):
+        """``latency_space``: the same space at the resolution latency is measured at (default ``space``)."""
+        self.space, self.accuracy = space, accuracy
+        self.tables = list(tables)
+        lat_space = latency_space or space
+        self.predictors = {name: t.predictor(lat_space) for name, t in tables.items()}
+        fp, fm, self.params, self.macs = cost_tables(space)
+        self.fixed = (fp, fm)
+        self.bounds = {"params": _range(fp, self.params), "macs": _range(fm, self.macs), "accuracy": (0.0, 100.0)}
+        for name, p in self.predictors.items():
+            lo, hi = _range(p.fixed_ms, p.layer_ms)
+            self.bounds[f"latency:{name}"] = tuple(sorted(np.asarray(p.calibration.apply(np.array([lo, hi])), float).tolist()))
+
+    def __call__(self, archs: list[Arch]) -> dict[str, np.ndarray]:
+        g = np.stack([a.genome for a in archs])
+        layers = range(g.shape[1])
+        out = {
+            "params": self.fixed[0] + sum(self.params[i][g[:, i]] for i in layers),
+            "macs": self.fixed[1] + sum(self.macs[i][g[:, i]] for i in layers),
+        }
+        for name, p in self.predictors.items():
+            out[f"latency:{name}"] = p.predict_genomes(g)
+        if self.accuracy is not None:
+            out["accuracy"] = np.asarray(self.accuracy(archs), dtype=float)
+        return out
+
+
+def shared_across_ranks(accuracy: AccuracyFn) -> AccuracyFn:
+    """Under torchrun, rank r evaluates architectures r, r+W, ...; results are gathered on every rank."""
+    import torch.distributed as dist
+
+    def evaluate(archs: Sequence[Arch]) -> list[float]:
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return list(accuracy(archs))
+        rank, world = dist.get_rank(), dist.get_world_size()
+        mine = list(accuracy(list(archs)[rank::world]))
+        gathered: list[list[float] | None] = [None] * world
+        dist.all_gather_object(gathered, mine)
+        result = [0.0] * len(archs)
+        for r, values in enumerate(gathered):
+            result[r::world] = values or []
+        return result
+
+    return evaluate

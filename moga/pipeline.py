@@ -1,0 +1,170 @@
+"""``moga run``: latency tables -> supernet -> search -> report, each stage skipped when its output exists
+for the same config and resumed when it was interrupted.
+
+``stages.json`` in the run directory records, per stage, the hash of the config sections it depends on,
+its status and its wall time. A finished stage whose sections changed is refused with the changed keys
+named (results of another config are never silently mixed or overwritten): use another ``run_dir``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from moga.config import ExperimentConfig, dump_config
+from moga.experiment import experiment_dataset, experiment_space, locked_on_rank0
+from moga.runio import atomic_write_text, config_hash, read_json, write_json
+from supernet.errors import UserError
+
+# the config sections each stage's output depends on
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "lut": ("space", "lut"),
+    "supernet": ("seed", "space", "data", "supernet"),
+    "search": ("seed", "space", "data", "supernet", "lut", "search"),
+}
+
+
+def stage_hash(cfg: ExperimentConfig, stage: str) -> str:
+    dump = cfg.model_dump(mode="json")
+    return config_hash({k: dump[k] for k in STAGE_SECTIONS[stage]})
+
+
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [k for key in keys for k in _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+class StageLog:
+    """``stages.json``: status, config hash and cost of each stage."""
+
+    def __init__(self, run_dir: Path, writer: bool = True):
+        self.path, self.writer = run_dir / "stages.json", writer
+        self.stages: dict[str, dict[str, Any]] = read_json(self.path) if self.path.exists() else {}
+
+    def done(self, stage: str, digest: str) -> bool:
+        entry = self.stages.get(stage, {})
+        return entry.get("status") == "done" and entry.get("hash") == digest
+
+    def run(self, stage: str, digest: str, fn: Callable[[], dict[str, Any] | None]) -> None:
+        if self.done(stage, digest):
+            print(f"[{stage}] done earlier with this config, skipped")
+            return
+        resumed = self.stages.get(stage, {}).get("status") == "running"
+        print(f"[{stage}] {'resuming' if resumed else 'starting'}")
+        previous = self.stages.get(stage, {}).get("wall_s", 0.0) if resumed else 0.0
+        self._set(stage, {"hash": digest, "status": "running", "wall_s": previous})
+        start = time.perf_counter()
+        extra = fn() or {}
+        self._set(stage, {"hash": digest, "status": "done", "wall_s": round(previous + time.perf_counter() - start, 1), **extra})
+
+    def _set(self, stage: str, entry: dict[str, Any]) -> None:
+        self.stages[stage] = entry
+        if self.writer:
+            write_json(self.path, self.stages)
+
+
+def check_run_dir(cfg: ExperimentConfig, log: StageLog) -> None:
+    """Refuse to reuse a run directory whose recorded stages were made with other settings."""
+    saved = cfg.run_path / "config.yaml"
+    if not saved.exists():
+        return
+    old = yaml.safe_load(saved.read_text()) or {}
+    new = cfg.model_dump(mode="json")
+    for stage, sections in STAGE_SECTIONS.items():
+        entry = log.stages.get(stage)
+        if entry and entry.get("hash") != stage_hash(cfg, stage):
+            changed = _changed_keys({k: old.get(k) for k in sections}, {k: new[k] for k in sections})
+            shown = ", ".join(changed[:5]) or "(unknown)"
+            raise UserError(
+                f"{cfg.run_path} holds a {stage} stage made with other settings (changed: {shown}); "
+                f"pass run_dir=<new directory> or name=<new name> to start a separate run"
+            )
+
+
+# ----------------------------------------------------------------------------- stages
+def lut_stage(cfg: ExperimentConfig, progress: bool) -> dict[str, Any]:
+    from lut.build import build_experiment_tables
+
+    tables = build_experiment_tables(cfg, progress=progress)
+    return {"tables": {name: len(t.entries) for name, t in tables.items()}}
+
+
+def supernet_stage(cfg: ExperimentConfig, ctx: Any, device: Any, progress: bool) -> dict[str, Any]:
+    from supernet.train import train_supernet
+
+    train_supernet(
+        experiment_space(cfg),
+        experiment_dataset(cfg),
+        cfg.supernet,
+        cfg.run_path / "supernet",
+        seed=cfg.seed,
+        device=device,
+        resume=True,
+        config_text=dump_config(cfg),
+        dist=ctx,
+        progress=progress,
+    )
+    return {"steps": cfg.supernet.steps, "sampler": cfg.supernet.sampler}
+
+
+def needs_accuracy(cfg: ExperimentConfig) -> bool:
+    return any(o.name == "accuracy" for o in cfg.search.objectives) or any(c.strip().startswith("accuracy") for c in cfg.search.constraints)
+
+
+def search_stage(cfg: ExperimentConfig, resume: bool, progress: bool, writer: bool = True) -> dict[str, Any]:
+    from lut.build import load_tables, lut_space
+    from moga.metrics import ArchMetrics, shared_across_ranks
+    from moga.search import Search
+
+    space = experiment_space(cfg)
+    accuracy = None
+    if needs_accuracy(cfg):
+        from supernet.evaluate import SubnetEvaluator
+        from supernet.train import load_supernet
+
+        path = cfg.run_path / "supernet" / "supernet.pt"
+        if not path.exists():
+            raise UserError(f"no trained supernet at {path}: run `moga supernet train` (or `moga run`) first")
+        net = load_supernet(path, cfg.device)
+        evaluator = SubnetEvaluator.from_config(net, experiment_dataset(cfg), cfg.supernet, seed=cfg.seed)
+        accuracy = shared_across_ranks(evaluator.evaluate)
+    metrics = ArchMetrics(space, load_tables(cfg), accuracy, lut_space(cfg))
+    search = Search(space, cfg.search, metrics, cfg.run_path / "search", cfg.seed, stage_hash(cfg, "search"), writer=writer)
+    result = search.run(resume=resume, progress=progress)
+    return {"evaluations": len(result.history), "front_size": len(result.pareto)}
+
+
+def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> Path:
+    from moga.report import build_report
+    from supernet.train import init_distributed
+
+    ctx, device = init_distributed(cfg.device)
+    run = cfg.run_path
+    with locked_on_rank0(run, ctx):
+        log = StageLog(run, writer=ctx.is_main)
+        check_run_dir(cfg, log)
+        if ctx.is_main:
+            atomic_write_text(run / "config.yaml", dump_config(cfg))
+        main_progress = progress and ctx.is_main
+        if ctx.is_main:  # measuring latency in parallel on one machine would corrupt the timings
+            log.run("lut", stage_hash(cfg, "lut"), lambda: lut_stage(cfg, main_progress))
+        _barrier(ctx)
+        log.run("supernet", stage_hash(cfg, "supernet"), lambda: supernet_stage(cfg, ctx, device, main_progress))
+        log.run("search", stage_hash(cfg, "search"), lambda: search_stage(cfg, True, main_progress, ctx.is_main))
+        if ctx.is_main:
+            report = build_report(run)
+            print(f"[report] {report}")
+    return run
+
+
+def _barrier(ctx: Any) -> None:
+    if getattr(ctx, "active", False):
+        import torch.distributed as dist
+
+        dist.barrier()
