@@ -57,6 +57,7 @@ def test_bad_files(tmp_path):
 def test_every_experiment_config_loads():
     from pathlib import Path
 
-    configs = sorted(Path(__file__).parents[1].glob("experiments/*.yaml"))
+    configs = sorted(Path(__file__).parents[1].glob("experiments/**/*.yaml"))
+    assert len(configs) >= 10
     for path in configs:
         assert isinstance(load_config(path), ExperimentConfig)
