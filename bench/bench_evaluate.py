@@ -33,6 +33,7 @@ import torch
 from supernet import Arch, SearchSpace, get_space
 from supernet.data import load_dataset
 from supernet.evaluate import SubnetEvaluator, count_prefixes, extract_recalibrated
+from supernet.model import block_cost
 from supernet.supernet import Supernet
 
 
@@ -53,6 +54,27 @@ def simulate_offspring(space: SearchSpace, rng: np.random.Generator, size: int, 
         parents = rng.integers(0, size, (size, 2))
         pop = [mutate(np.where(rng.random(space.num_layers) < 0.5, pop[a], pop[b])) for a, b in parents]
     return [Arch.from_genome(space, g) for g in pop]
+
+
+def predicted_speedup(space: SearchSpace, genomes: list[tuple[int, ...]]) -> float:
+    """Trie speedup over one-by-one if a block's cost were its multiply-adds (heads cost the same in both)."""
+    macs = [[block_cost(space.layer_shape(i, c))[1] for c in range(n)] for i, n in enumerate(space.n_choices)]
+    nodes = {g[: i + 1] for g in genomes for i in range(len(g))}
+    head = block_cost(space.head)[1] * len(genomes)
+    one_by_one = sum(macs[i][c] for g in genomes for i, c in enumerate(g)) + head
+    return one_by_one / (sum(macs[len(p) - 1][p[-1]] for p in nodes) + head)
+
+
+def sharing_table(space: SearchSpace, size: int, seed: int) -> None:
+    """Distinct-prefix share and predicted speedup for populations of different convergence."""
+    print("founders generations  nodes/(N*L)  predicted speedup (MAC-weighted)")
+    for founders in (0, 2, 4, 8):
+        for generations in (1, 3, 10) if founders else (0,):
+            genomes = list(
+                dict.fromkeys(a.genes for a in simulate_offspring(space, np.random.default_rng(seed), size, generations, founders))
+            )
+            share = count_prefixes(genomes) / (len(genomes) * space.num_layers)
+            print(f"{founders:>8} {generations:>11} {share:>12.1%} {predicted_speedup(space, genomes):>10.2f}x")
 
 
 # ----------------------------------------------------------------------------- memory
@@ -105,7 +127,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--subset", type=int, default=10, help="candidates timed for the per-candidate methods")
     p.add_argument("--repeats", type=int, default=1, help="interleaved timing rounds, best kept")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch default)")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     return p.parse_args()
@@ -135,7 +157,9 @@ def main() -> None:
     n_val = sum(len(y) for _, y in val)
     print(f"space {space.name} {args.resolution}² ({space.variant}), {args.calib_images} calibration (batch {args.calib_batch_size}) + "
           f"{n_val} validation images, chunk {args.batch_size}, threads {torch.get_num_threads()}, channels_last={args.channels_last}")  # fmt: skip
-    print(f"population {len(pop)} ({len(distinct)} distinct), trie nodes {nodes} = {nodes / (len(distinct) * space.num_layers):.1%} of N*L")
+    sharing_table(space, args.population, args.seed)
+    print(f"\nbenchmarked population: {len(pop)} ({len(distinct)} distinct), trie nodes {nodes} = "
+          f"{nodes / (len(distinct) * space.num_layers):.1%} of N*L, predicted speedup {predicted_speedup(space, distinct):.2f}x")  # fmt: skip
 
     results: dict[str, dict[str, float]] = {}
     accuracies: dict[str, list[float]] = {}

@@ -4,6 +4,12 @@
     .venv/bin/python bench/bench_supernet.py --batch 32 --repeats 3
     .venv/bin/python bench/bench_supernet.py --variant imagenet   # the 10x cheaper 32² variant
 
+Learning efficiency (item 11): train a supernet on the embedded CIFAR-10 subset with ``supernet.*``
+overrides, then report random-path validation accuracy (BN recalibrated) and, with ``--standalone``, a
+standalone network trained for the same number of optimizer updates with the same settings:
+
+    .venv/bin/python bench/bench_supernet.py learn --width-mult 0.25 --standalone moga_a steps=40 batch_size=32 lr=0.2
+
 Measured in one process, interleaved, so ratios are comparable on a shared, noisy machine:
 
 * fair step   - ``supernet_step``: stem + separable once, 12 path forward/backward passes into the detached
@@ -29,6 +35,7 @@ from pathlib import Path
 import torch
 
 from supernet import build_model, get_space
+from supernet.data import Dataset
 from supernet.sampler import FairSampler
 from supernet.supernet import Supernet
 from supernet.train import Precision, supernet_step
@@ -60,6 +67,13 @@ def timed(fn: Callable[[], None]) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", nargs="?", default="step", choices=["step", "learn"], help="step timing (default) or a learning run")
+    p.add_argument("overrides", nargs="*", help="learn: SupernetConfig key=value settings, e.g. steps=40 lr=0.2")
+    p.add_argument("--standalone", default=None, help="learn: also train this zoo model (or 'random': a random path) from scratch")
+    p.add_argument("--eval-paths", type=int, default=4, help="learn: random paths validated")
+    p.add_argument("--calib", type=int, default=500, help="learn: BN recalibration images")
+    p.add_argument("--val", type=int, default=0, help="learn: validation images (0: all 1000 of search_val)")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--space", default="moga")
     p.add_argument("--variant", default="cifar")
     p.add_argument("--resolution", type=int, default=32)
@@ -69,9 +83,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--json", default=None, help="also write the results here")
-    args = p.parse_args()
+    args = p.parse_intermixed_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.mode == "learn":
+        learn(args)
+        return
     channels_last = not args.no_channels_last
     fmt = torch.channels_last if channels_last else torch.contiguous_format
 
@@ -130,6 +147,81 @@ def main() -> None:
         Path(args.json).write_text(
             json.dumps({"args": vars(args), "seconds": times, "peak_mb": memory, "fair_ratio": ratio, "throughput_ratio": ips}, indent=2)
         )
+
+
+# ----------------------------------------------------------------------------- learning efficiency
+def recalibrated_accuracy(model: torch.nn.Module, data: Dataset, calib: int, seed: int, channels_last: bool) -> float:
+    """Validation accuracy (%) of a standalone network with BN statistics recomputed like the supernet's."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    model.eval()
+    with torch.inference_mode():
+        if calib:
+            for bn in bns:
+                bn.reset_running_stats()
+                bn.momentum = None
+                bn.train()
+            images = data.calibration_batch(calib, seed, channels_last)
+            for i in range(0, len(images), 250):
+                model(images[i : i + 250])
+            model.eval()
+        correct = total = 0
+        for x, y in data.loader("search_val", 250, channels_last=channels_last):
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+    return 100.0 * correct / total
+
+
+def learn(args: argparse.Namespace) -> None:
+    import tempfile
+
+    import yaml
+
+    from supernet.config import SupernetConfig
+    from supernet.data import load_dataset
+    from supernet.evaluate import SubnetEvaluator
+    from supernet.train import TrainingSetup, build_optimizer, build_scheduler, fit, standalone_step, train_supernet, validation_archs
+
+    settings = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.overrides)}
+    cfg = SupernetConfig(**{"checkpoint_every": 10**6, **settings, "eval_paths": 0})
+    space = get_space(args.space, num_classes=10, resolution=args.resolution, width_mult=args.width_mult, variant=args.variant)
+    data = load_dataset("embedded", resolution=args.resolution, seed=args.seed)
+    result: dict[str, object] = {"space": f"{space.name}/{args.variant}/{args.resolution}/w{args.width_mult}", "settings": settings}
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        net = train_supernet(space, data, cfg, Path(tmp) / "supernet", seed=args.seed, progress=False)
+        result["supernet_train_s"] = round(time.perf_counter() - t, 1)
+        archs = validation_archs(space, args.eval_paths, seed=1234)  # the same paths for every setting
+        evaluator = SubnetEvaluator(net, data, args.calib, args.val, 250, seed=args.seed, channels_last=cfg.channels_last)
+        acc = evaluator.evaluate(archs)
+        result["paths_val_acc"] = [round(a, 1) for a in acc]
+        result["paths_val_mean"] = round(statistics.mean(acc), 2)
+        if args.standalone:
+            arch = archs[0] if args.standalone == "random" else args.standalone
+            torch.manual_seed(args.seed)
+            model = build_model(arch, args.space, 10, args.resolution, args.width_mult, args.variant)
+            if cfg.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            optimizer = build_optimizer(model, cfg)
+            precision = Precision(torch.device("cpu"), False)
+            criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+            run = TrainingSetup(
+                loader=data.loader("train", cfg.batch_size, seed=args.seed, channels_last=cfg.channels_last),
+                step_fn=standalone_step(model, criterion, precision),
+                optimizer=optimizer,
+                scheduler=build_scheduler(optimizer, cfg.steps, cfg.warmup_steps),
+                precision=precision,
+                steps=cfg.steps,
+                out_dir=Path(tmp) / "standalone",
+                grad_clip=cfg.grad_clip,
+                checkpoint_every=10**6,
+                progress=False,
+                desc=f"standalone {args.standalone}",
+            )
+            t = time.perf_counter()
+            fit(model, run)
+            result["standalone_train_s"] = round(time.perf_counter() - t, 1)
+            result["standalone_val_acc"] = round(recalibrated_accuracy(model, data, args.calib, args.seed, cfg.channels_last), 2)
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

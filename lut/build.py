@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,8 @@ def build_table(
     """Measure every block of ``space`` into the table at ``path``; returns (table, entries measured now).
 
     Resumable: entries of an existing table with the same measurement context are kept, and the rounds
-    of an interrupted build (``<name>.progress.json``, written atomically every ``save_every`` jobs) are
-    not repeated. A different context (threads, runtime version, machine, ...) starts afresh.
+    of an interrupted build (``<name>.progress.json``, written atomically every ``save_every`` jobs, at
+    most once a second, and on any exception) are not repeated. A different context (threads, runtime version, machine, ...) starts afresh.
     """
     path = Path(path)
     protocol = protocol or MeasureProtocol()
@@ -73,15 +74,15 @@ def build_table(
             samples = {k: v for k, v in saved.get("samples", {}).items() if k in blocks and k not in kept}
 
     jobs = [block_job(s, batch) for k, s in blocks.items() if k not in kept]
-    latest = [samples]
-    calls = [0]
+    latest, calls, saved_at = [samples], [0], [time.monotonic()]
 
     def save_progress(done: Samples) -> None:
         write_json(ppath, {"schema_version": SCHEMA_VERSION, "header": header, "samples": done})
+        saved_at[0] = time.monotonic()
 
     def on_progress(done: Samples) -> None:
         latest[0], calls[0] = done, calls[0] + 1
-        if calls[0] % save_every == 0:
+        if calls[0] % save_every == 0 and time.monotonic() - saved_at[0] > 1.0:  # at most once a second
             save_progress(done)
 
     try:

@@ -91,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Sub-commands contributed by the pipeline stages (each module registers its own)."""
-    from moga import cli_lut, cli_run, cli_supernet
+    from moga import cli_lut, cli_retrain, cli_run, cli_supernet
 
-    return [cli_lut.register, cli_supernet.register, cli_run.register]
+    return [cli_lut.register, cli_supernet.register, cli_run.register, cli_retrain.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,6 +42,7 @@ class SupernetConfig(Section):
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
     shared_grad: Literal["mean", "sum"] = "mean"  # fair step: average the m-fold accumulated grads of shared parts
     grad_clip: float = Field(default=5.0, ge=0)  # 0 disables
+    zero_init_residual: bool = False  # residual choice blocks start as identity (last BN scale 0)
     micro_batches: int = Field(default=1, ge=1)  # per-rank batch split in chunks (per-chunk BN stats), grads averaged
     channels_last: bool = True
     amp: bool = True  # mixed precision, CUDA only
@@ -68,3 +69,6 @@ class RetrainConfig(Section):
     channels_last: bool = True
     amp: bool = True
     checkpoint_every: int = Field(default=200, ge=1)
+    # 0 = epochs x batches per epoch; > 0 caps the optimizer updates (and the cosine schedule ends there):
+    # for smoke tests and timing a recipe without running it to the end
+    max_steps: int = Field(default=0, ge=0)

@@ -49,6 +49,7 @@ import torch.distributed as tdist
 from torch import Tensor, nn
 
 from supernet.arch import Arch
+from supernet.blocks import InvertedResidual
 from supernet.config import SupernetConfig
 from supernet.data import Dataset, TensorLoader
 from supernet.errors import UserError
@@ -87,7 +88,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimSettings) -> torch.optim.Optimizer:
@@ -308,7 +310,7 @@ def _forever(loader: TensorLoader) -> Iterator[tuple[Tensor, Tensor]]:
 
 
 @dataclass
-class Fit:
+class TrainingSetup:
     """Everything the loop needs besides the model; built by ``train_supernet`` or a retraining stage."""
 
     loader: TensorLoader
@@ -331,7 +333,7 @@ class Fit:
     desc: str = "train"
 
 
-def fit(model: nn.Module, run: Fit, checkpoint: dict[str, Any] | None = None) -> Curves:
+def fit(model: nn.Module, run: TrainingSetup, checkpoint: dict[str, Any] | None = None) -> Curves:
     """Train ``model`` for ``run.steps`` optimizer updates; resume from ``checkpoint`` if given.
 
     Checkpoints (``last.pt``) hold model, optimizer, scheduler, scaler, loader position, every rank's RNG
@@ -350,17 +352,9 @@ def fit(model: nn.Module, run: Fit, checkpoint: dict[str, Any] | None = None) ->
     for step in range(start, run.steps):
         t_step = time.perf_counter()
         x, y = next(batches)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         run.optimizer.zero_grad(set_to_none=True)
-        stats = run.step_fn(x, y)
-        allreduce_gradients(params, run.dist)
-        run.precision.scaler.unscale_(run.optimizer)
-        if run.grad_clip > 0:
-            nn.utils.clip_grad_norm_(params, run.grad_clip)
-        lr = run.optimizer.param_groups[0]["lr"]
-        run.precision.scaler.step(run.optimizer)
-        run.precision.scaler.update()
-        run.scheduler.step()
+        stats = run.step_fn(x.to(device, non_blocking=True), y.to(device, non_blocking=True))  # gradients accumulate
+        lr = _update(params, run)  # one all-reduce, clipping, one optimizer update
         done = step + 1
         dt = time.perf_counter() - t_step
         row = {
@@ -397,7 +391,20 @@ def fit(model: nn.Module, run: Fit, checkpoint: dict[str, Any] | None = None) ->
     return curves
 
 
-def _progress_bar(run: Fit, start: int) -> Any:
+def _update(params: Sequence[nn.Parameter], run: TrainingSetup) -> float:
+    """Average gradients over ranks, unscale (AMP), clip, one optimizer and scheduler step; returns the lr used."""
+    allreduce_gradients(params, run.dist)
+    run.precision.scaler.unscale_(run.optimizer)
+    if run.grad_clip > 0:
+        nn.utils.clip_grad_norm_(params, run.grad_clip)
+    lr = float(run.optimizer.param_groups[0]["lr"])
+    run.precision.scaler.step(run.optimizer)
+    run.precision.scaler.update()
+    run.scheduler.step()
+    return lr
+
+
+def _progress_bar(run: TrainingSetup, start: int) -> Any:
     if not (run.progress and run.dist.is_main and sys.stderr.isatty()):
         return None
     from tqdm.auto import tqdm
@@ -405,7 +412,7 @@ def _progress_bar(run: Fit, start: int) -> Any:
     return tqdm(total=run.steps, initial=start, desc=run.desc, unit="step", dynamic_ncols=True)
 
 
-def _save(model: nn.Module, run: Fit, curves: Curves, step: int, elapsed: float) -> None:
+def _save(model: nn.Module, run: TrainingSetup, curves: Curves, step: int, elapsed: float) -> None:
     """Write ``last.pt`` (rank 0; every rank takes part in gathering the RNG states), curves, hooks."""
     rng = _gather_rng_states(run.dist)
     if not run.dist.is_main:
@@ -430,7 +437,7 @@ def _save(model: nn.Module, run: Fit, curves: Curves, step: int, elapsed: float)
         run.on_save()
 
 
-def _restore(model: nn.Module, run: Fit, ckpt: dict[str, Any], curves: Curves) -> tuple[int, float]:
+def _restore(model: nn.Module, run: TrainingSetup, ckpt: dict[str, Any], curves: Curves) -> tuple[int, float]:
     model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
@@ -442,6 +449,19 @@ def _restore(model: nn.Module, run: Fit, ckpt: dict[str, Any], curves: Curves) -
     _restore_rng_states(ckpt["rng"], run.dist, run.seed, step)
     curves.rows = [dict(r) for r in ckpt["curves"][:step]]
     return step, float(ckpt["elapsed_s"])
+
+
+def standalone_step(model: nn.Module, criterion: nn.Module, precision: Precision) -> StepFn:
+    """The ``step_fn`` of an ordinary network (retraining a picked architecture, baselines)."""
+
+    def step(x: Tensor, y: Tensor) -> StepStats:
+        with precision.autocast():
+            logits = model(x)
+            loss = criterion(logits, y)
+        precision.backward(loss)
+        return StepStats(float(loss.detach()), float((logits.detach().argmax(1) == y).float().mean()), len(x))
+
+    return step
 
 
 # ============================================================================ 5. the supernet
@@ -566,6 +586,16 @@ def _plan_run(out_dir: Path, fingerprint: dict[str, Any], resume: bool) -> tuple
     return None, False
 
 
+def zero_init_residual(net: nn.Module) -> None:
+    """Residual blocks start as the identity: the scale of their last BN is zero (Goyal et al., 2017).
+
+    Every path then starts as a shallow network that learns fast, and the blocks grow in as they train.
+    """
+    for m in net.modules():
+        if isinstance(m, InvertedResidual) and m.residual:
+            nn.init.zeros_(m.project.bn.weight)
+
+
 def validation_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
     """The random paths validated during training: fixed for a run, so the curve is comparable over time."""
     rng = np.random.default_rng(derive_seed(seed, "validation paths"))
@@ -601,6 +631,7 @@ def train_supernet(
     same settings is returned as is; other existing runs need ``resume`` or another directory.
     """
     ctx, device, out_dir = dist or DistContext(), torch.device(device), Path(out_dir)
+    _check_inputs(space, dataset, cfg, ctx)
     fingerprint = training_fingerprint(space, dataset, cfg, seed)
     checkpoint, finished = _plan_run(out_dir, fingerprint, resume)
     if finished:
@@ -608,23 +639,12 @@ def train_supernet(
             print(f"supernet: {out_dir / 'supernet.pt'} is already trained with these settings; nothing to do", file=sys.stderr)
         return load_supernet(out_dir / "supernet.pt", device)
 
-    torch.manual_seed(seed)  # identical initial weights on every rank
-    net = Supernet(space).to(device)
-    if cfg.channels_last:
-        net = net.to(memory_format=torch.channels_last)
+    net = _initial_supernet(space, cfg, seed, device)  # identical on every rank
     torch.manual_seed(derive_seed(seed, "dropout", ctx.rank))  # distinct dropout masks per rank
     sampler: PathSampler = make_sampler(cfg.sampler, space.n_choices, derive_seed(seed, "sampler"))  # same paths on all ranks
     audit = FairnessAudit(space.n_choices, strict=cfg.sampler == "fair")
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     precision = Precision(device, cfg.amp)
-    if len(dataset.classes) != space.num_classes:
-        raise UserError(
-            f"the dataset has {len(dataset.classes)} classes but the space is built for {space.num_classes} (space.num_classes)"
-        )
-    if cfg.batch_size % (ctx.world_size * cfg.micro_batches):
-        raise UserError(
-            f"supernet.batch_size={cfg.batch_size} must be divisible by ranks x micro_batches = {ctx.world_size * cfg.micro_batches}"
-        )
 
     def step_fn(x: Tensor, y: Tensor) -> StepStats:
         paths = sampler.sample()  # the same permutations on every rank (same sampler seed)
@@ -637,7 +657,7 @@ def train_supernet(
 
     val_archs = validation_archs(space, cfg.eval_paths, seed)
     optimizer = build_optimizer(net, cfg)
-    run = Fit(
+    run = TrainingSetup(
         loader=dataset.loader(
             "train", cfg.batch_size, seed=seed, rank=ctx.rank, world_size=ctx.world_size, channels_last=cfg.channels_last
         ),
@@ -664,7 +684,27 @@ def train_supernet(
     fit(net, run, checkpoint)
     if ctx.is_main:
         save_supernet(out_dir / "supernet.pt", net, fingerprint, config_text)
-    return net
+    return net.eval()
+
+
+def _check_inputs(space: SearchSpace, dataset: Dataset, cfg: SupernetConfig, ctx: DistContext) -> None:
+    if len(dataset.classes) != space.num_classes:
+        raise UserError(
+            f"the dataset has {len(dataset.classes)} classes but the space is built for {space.num_classes} (space.num_classes)"
+        )
+    if cfg.batch_size % (ctx.world_size * cfg.micro_batches):
+        raise UserError(
+            f"supernet.batch_size={cfg.batch_size} must be divisible by ranks x micro_batches = {ctx.world_size * cfg.micro_batches}"
+        )
+
+
+def _initial_supernet(space: SearchSpace, cfg: SupernetConfig, seed: int, device: torch.device) -> Supernet:
+    torch.manual_seed(seed)
+    net = Supernet(space)
+    if cfg.zero_init_residual:
+        zero_init_residual(net)
+    net = net.to(device)
+    return net.to(memory_format=torch.channels_last) if cfg.channels_last else net
 
 
 def save_supernet(path: str | Path, net: Supernet, fingerprint: dict[str, Any], config_text: str | None = None) -> None:

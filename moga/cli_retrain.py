@@ -1,0 +1,142 @@
+"""``moga retrain`` and ``moga rank-corr``: standalone training of picked or sampled architectures (CLI glue
+over ``moga.retrain`` and ``moga.rankcorr``).
+
+Distributed: ``torchrun --nproc_per_node=N -m moga retrain EXPERIMENT.yaml --pick 3``; every rank runs the
+same command, rank 0 alone holds the lock, evaluates, exports, measures and writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """Lets ``key=value`` overrides come after the options (``... --pick 3 retrain.epochs=1``).
+
+    A plain parser binds the ``nargs="*"`` overrides as soon as it meets the experiment path, so later ones
+    are "unrecognized"; intermixed parsing collects positionals around the options. The flag guards the
+    recursion: ``parse_known_intermixed_args`` itself calls ``parse_known_args``.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+def _add_parser(sub: argparse._SubParsersAction, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, **kwargs)
+    parser.__class__ = _IntermixedParser  # the sub-parsers action builds plain parsers; only the parsing differs
+    return parser
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = _add_parser(
+        sub,
+        "retrain",
+        help="train a picked architecture from scratch: test accuracy, latency, ONNX -> <run_dir>/retrain/<arch-id>/",
+    )
+    p.add_argument("experiment", help="experiment YAML (its run_dir holds the search's pareto.csv)")
+    p.add_argument("overrides", nargs="*", help="section.key=value config overrides, e.g. retrain.epochs=1")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--pick", metavar="ROW", help="row id of <run_dir>/search/pareto.csv (the id column `moga front` shows)")
+    which.add_argument("--arch", metavar="STRING", help="architecture string of the experiment's space")
+    which.add_argument("--zoo", metavar="NAME", help="published network, e.g. moga_a, fairnas_c")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted training run from its last.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (the summary lines are still printed)")
+    p.set_defaults(func=cmd_retrain)
+
+    p = _add_parser(
+        sub,
+        "rank-corr",
+        help="Kendall τ / Spearman ρ / top-k overlap of supernet vs standalone accuracy -> <run_dir>/rankcorr/",
+    )
+    p.add_argument("experiment", help="experiment YAML (its run_dir holds the trained supernet)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides; the retrain section is the recipe, e.g. retrain.epochs=2")
+    p.add_argument("--models", type=int, required=True, metavar="K", help="architectures to train, spread over the latency range (>= 3)")
+    p.add_argument("--top-k", type=int, default=None, metavar="k", help="size of the top sets compared (default K // 3)")
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% intervals (default 1000)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_rank_corr)
+
+
+@contextmanager
+def _distributed(device: str) -> Iterator[tuple[Any, Any]]:
+    """(DistContext, device) for this process; the process group is torn down afterwards."""
+    import torch.distributed as tdist
+
+    from supernet.train import init_distributed
+
+    ctx, dev = init_distributed(device)
+    try:
+        yield ctx, dev
+    finally:
+        if ctx.active and tdist.is_initialized():
+            tdist.destroy_process_group()
+
+
+def _percent(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}%"
+
+
+def cmd_retrain(args: argparse.Namespace) -> None:
+    from moga.config import load_config
+    from moga.retrain import arch_id, resolve_pick, retrain
+
+    cfg = load_config(args.experiment, args.overrides)
+    pick = resolve_pick(cfg, row=args.pick, arch=args.arch, zoo=args.zoo)
+    with _distributed(cfg.device) as (ctx, device):
+        result = retrain(cfg, pick, resume=args.resume, progress=not args.no_progress and ctx.is_main, dist=ctx, device=device)
+    if not ctx.is_main:
+        return
+    out = cfg.run_path / "retrain" / arch_id(pick.arch)
+    weights = " (EMA weights)" if result["ema"] else ""
+    latency = "   ".join(f"{name} {ms:.3f} ms (table)" for name, ms in result["latency_ms"].items())
+    setup = result["measured_latency_setup"]
+    print(f"retrain: {pick.arch} ({pick.label}){' - already retrained, nothing to do' if result.get('status') else ''}")
+    print(f"  test accuracy {_percent(result['test_acc'])}{weights}   supernet estimate {_percent(result['supernet_acc'])}")
+    print(
+        f"  params {result['params'] / 1e6:.2f}M   MACs {result['macs'] / 1e6:.1f}M   {latency + '   ' if latency else ''}"
+        f"measured {result['measured_latency_ms']:.3f} ms (onnxruntime CPU, {setup['threads']} thread, {setup['resolution']}², batch 1)"
+    )
+    print(f"  {out}/: model.onnx (max |diff| vs torch {result['onnx_max_abs_diff']:.1e}), result.json, curves.csv/png")
+    print(f"  summary: {out.parent / 'summary.csv'}")
+
+
+def cmd_rank_corr(args: argparse.Namespace) -> None:
+    from moga.config import load_config
+    from moga.rankcorr import rank_correlation
+
+    cfg = load_config(args.experiment, args.overrides)
+    with _distributed(cfg.device) as (ctx, device):
+        report = rank_correlation(
+            cfg,
+            args.models,
+            top_k=args.top_k,
+            resamples=args.resamples,
+            progress=not args.no_progress and ctx.is_main,
+            dist=ctx,
+            device=device,
+        )
+    if not ctx.is_main:
+        return
+    out = cfg.run_path / "rankcorr"
+    print(f"rank-corr: {report['models']} models ordered by {report['ordered_by']}; supernet (search_val) vs standalone (test)")
+    tau, rho, top = (_statistic(report[name]) for name in ("kendall_tau", "spearman_rho", "top_k_overlap"))
+    print(f"  Kendall τ {tau}   Spearman ρ {rho}   top-{report['top_k']} overlap {top}")
+    print(f"  {out}/: rankcorr.csv, rankcorr.json, rankcorr.png")
+
+
+def _statistic(stat: dict[str, Any]) -> str:
+    lo, hi = stat["ci95"]
+    value = "n/a" if stat["value"] is None else f"{stat['value']:.3f}"
+    return value + ("" if lo is None else f" (95% CI {lo:.3f}..{hi:.3f})")

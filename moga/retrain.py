@@ -1,0 +1,321 @@
+"""``moga retrain``: train a picked architecture with the experiment's ``retrain`` recipe and describe it.
+
+A pick is a row of the search's Pareto front (``--pick ID``, the ``id`` column of ``search/pareto.csv``),
+an architecture string (``--arch``) or a published network (``--zoo``). The model lives in
+``<run_dir>/retrain/<arch-id>/``, where ``arch-id`` is the first 8 hex digits of the SHA-1 of the
+architecture string, so every way of naming one architecture (a row, its string, a zoo name) reaches the same
+directory and a finished model is never trained twice. Beside the training files it gets:
+
+* ``result.json``: architecture, how it was picked, test accuracy, the supernet's estimate when the search
+  evaluated it, parameters, multiply-adds, predicted latency for every table of the run, onnxruntime latency
+  measured here (CPU, 1 thread, batch 1, the protocol ``lut validate`` uses for whole networks), epochs,
+  wall time and the hash of the config sections it depends on;
+* ``model.onnx``: the trained network, checked against torch with onnxruntime (max |diff| < 1e-4);
+
+and ``<run_dir>/retrain/summary.csv`` gets one row per retrained model (rewritten atomically).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from moga.config import ExperimentConfig, dump_config
+from moga.experiment import experiment_dataset, experiment_space, locked_on_rank0
+from moga.front import read_front
+from moga.runio import atomic_write_text, config_hash, read_json, write_json
+from supernet.arch import Arch
+from supernet.errors import UserError
+from supernet.model import count, resolve_arch
+from supernet.zoo import ZOO
+
+if TYPE_CHECKING:
+    import torch
+
+    from supernet.train import DistContext
+
+ONNX_TOLERANCE = 1e-4  # max |torch - onnxruntime| on a random input for an export to count as faithful
+# what a retrained model's description depends on (training itself is keyed by standalone's fingerprint)
+RESULT_SECTIONS = ("seed", "space", "data", "retrain", "lut")
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The architecture to retrain and how the user named it."""
+
+    arch: Arch
+    kind: str  # row | arch | zoo
+    value: str  # the row id, the string as given, the zoo name
+    supernet_acc: float | None  # the search's estimate, when it evaluated this architecture
+
+    @property
+    def label(self) -> str:
+        return {"row": f"row {self.value}", "zoo": f"zoo {self.value}"}.get(self.kind, "arch")
+
+
+def arch_id(arch: Arch | str) -> str:
+    """Short stable directory name of an architecture: ``sha1(arch string)[:8]``."""
+    return hashlib.sha1(str(arch).encode()).hexdigest()[:8]
+
+
+# ----------------------------------------------------------------------------- resolving the pick
+def front_path(cfg: ExperimentConfig) -> Path:
+    return cfg.run_path / "search" / "pareto.csv"
+
+
+def _read_search_front(cfg: ExperimentConfig) -> pd.DataFrame:
+    path = front_path(cfg)
+    if not path.is_file():
+        raise UserError(
+            f"--pick needs the search's Pareto front, but there is no {path}: run `moga search` (or `moga run`) first, or use --arch/--zoo"
+        )
+    return read_front(path)
+
+
+def _row(front: pd.DataFrame, pick: str, path: Path) -> pd.Series:
+    try:
+        row_id = int(pick)
+    except ValueError:
+        raise UserError(f"--pick expects a row id (the id column of {path}), got {pick!r}") from None
+    rows = front[front["id"] == row_id]
+    if rows.empty:
+        ids = sorted(int(i) for i in front["id"])
+        shown = f"{ids[0]}..{ids[-1]}" if ids == list(range(ids[0], ids[-1] + 1)) else ", ".join(map(str, ids)) if ids else "none"
+        raise UserError(f"row {row_id} is not in {path} (its ids: {shown}); see `moga front {path}`")
+    return rows.iloc[0]
+
+
+def known_supernet_acc(cfg: ExperimentConfig, arch: Arch) -> float | None:
+    """The search's accuracy estimate of ``arch`` (Pareto front first, then the whole history), if any."""
+    for path in (front_path(cfg), front_path(cfg).with_name("history.csv")):
+        if not path.is_file():
+            continue
+        table = pd.read_csv(path, usecols=lambda c: c in ("arch", "accuracy"))
+        if "accuracy" in table:
+            hit = table.loc[table["arch"] == str(arch), "accuracy"]
+            if not hit.empty:
+                return float(hit.iloc[0])
+    return None
+
+
+def resolve_pick(cfg: ExperimentConfig, *, row: str | None = None, arch: str | None = None, zoo: str | None = None) -> Pick:
+    """Exactly one of ``row`` (a pareto.csv id), ``arch`` (a string) or ``zoo`` (a published network)."""
+    if sum(v is not None for v in (row, arch, zoo)) != 1:
+        raise UserError("give exactly one of --pick ROW, --arch STRING or --zoo NAME")
+    space = experiment_space(cfg)
+    if row is not None:
+        front = _read_search_front(cfg)
+        found = _row(front, row, front_path(cfg))
+        picked = Arch.parse(space, str(found["arch"]))
+        acc = float(found["accuracy"]) if pd.notna(found["accuracy"]) else None
+        return Pick(picked, "row", str(int(found["id"])), acc)
+    if zoo is not None:
+        if zoo not in ZOO:
+            raise UserError(f"unknown zoo model {zoo!r}: known are {', '.join(ZOO)}")
+        picked = resolve_arch(zoo, space)
+        return Pick(picked, "zoo", zoo, known_supernet_acc(cfg, picked))
+    picked = Arch.parse(space, str(arch))
+    return Pick(picked, "arch", str(arch), known_supernet_acc(cfg, picked))
+
+
+# ----------------------------------------------------------------------------- describing the model
+def predicted_latency(cfg: ExperimentConfig, arch: Arch) -> dict[str, float]:
+    """Latency (ms) of ``arch`` predicted by each of the run's tables that exists (at ``lut.resolution``)."""
+    from lut.build import lut_space, table_path
+    from lut.table import LatencyTable
+
+    space = lut_space(cfg)
+    out = {}
+    for name, tc in cfg.lut.tables.items():
+        path = table_path(cfg, name)
+        if path.exists():  # a run that never built its tables (e.g. a zoo model retrained first) has none
+            table = LatencyTable.load(path)
+            table.check_space(space, batch=tc.batch)
+            out[name] = round(table.predict(Arch(space, arch.genes)), 5)
+    return out
+
+
+def measurement_clock(cfg: ExperimentConfig) -> str:
+    """The clock of the run's first 1-thread onnxruntime CPU table, so measured and predicted compare."""
+    for tc in cfg.lut.tables.values():
+        if tc.backend == "onnxruntime-cpu" and tc.threads == 1:
+            return tc.clock
+    return "wall"
+
+
+def measured_latency(cfg: ExperimentConfig, arch: Arch, progress: bool) -> tuple[float, dict[str, Any]]:
+    """onnxruntime CPU latency (ms) of ``arch`` at ``lut.resolution``, 1 thread, batch 1, measured the way
+    ``lut validate`` measures whole networks: two interleaved passes, each the median of per-round medians;
+    the value is their mean."""
+    from lut.build import lut_space
+    from lut.measure import OrtBackend
+    from lut.validate import VALIDATE_PROTOCOL, measure_networks
+
+    space = lut_space(cfg)
+    backend = OrtBackend("cpu", threads=1, clock=measurement_clock(cfg))
+    try:
+        first, second = measure_networks([Arch(space, arch.genes)], backend, VALIDATE_PROTOCOL, batch=1, progress=progress)
+    finally:
+        backend.close()
+    setup = {
+        **backend.info(),
+        "resolution": space.resolution,
+        "batch": 1,
+        "passes_ms": [round(float(first[0]), 5), round(float(second[0]), 5)],
+    }
+    return round(float(first[0] + second[0]) / 2, 5), setup
+
+
+def export_checked(model: torch.nn.Module, resolution: int, path: Path) -> float:
+    """Write ``model.onnx`` and return onnxruntime's max |diff| against torch; a larger one than
+    ``ONNX_TOLERANCE`` is an error (the exported file would not be the network we scored)."""
+    from supernet.export import export_onnx, onnx_parity
+
+    shape = (1, 3, resolution, resolution)
+    export_onnx(model, shape, path)
+    diff = onnx_parity(model, path, shape)
+    if not diff < ONNX_TOLERANCE:
+        raise RuntimeError(f"{path}: onnxruntime output differs from torch by {diff:.3g} (> {ONNX_TOLERANCE:g})")
+    return diff
+
+
+def describe(cfg: ExperimentConfig, pick: Pick, out_dir: Path, trained: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """``result.json`` content: the trained model's accuracy, size, latency and provenance."""
+    from supernet.standalone import load_standalone
+
+    params, macs = count(pick.arch)
+    parity = export_checked(load_standalone(out_dir / "model.pt"), pick.arch.space.resolution, out_dir / "model.onnx")
+    measured, setup = measured_latency(cfg, pick.arch, progress)
+    return {
+        "arch_id": arch_id(pick.arch),
+        "arch": str(pick.arch),
+        "source": {"kind": pick.kind, "value": pick.value},
+        "test_acc": trained["test_acc"],
+        **({"test_acc_raw": trained["test_acc_raw"]} if "test_acc_raw" in trained else {}),
+        "supernet_acc": pick.supernet_acc,
+        "params": params,
+        "macs": macs,
+        "latency_ms": predicted_latency(cfg, pick.arch),
+        "measured_latency_ms": measured,
+        "measured_latency_setup": setup,
+        "onnx_max_abs_diff": float(f"{parity:.3g}"),
+        "epochs": trained["epochs"],
+        "steps": trained["steps"],
+        "train_wall_s": trained["train_wall_s"],
+        "ema": trained["ema"],
+        "init": trained["init"],
+        "config_hash": config_hash(cfg.section_dump(*RESULT_SECTIONS)),
+    }
+
+
+# ----------------------------------------------------------------------------- summary.csv
+SUMMARY_FIRST = ["arch_id", "source", "test_acc", "supernet_acc", "params", "macs"]
+SUMMARY_LAST = ["measured_latency_ms", "epochs", "train_wall_s", "config_hash", "arch"]
+
+
+def summary_row(result: dict[str, Any]) -> dict[str, Any]:
+    source = result["source"]
+    row = {
+        "arch_id": result["arch_id"],
+        "source": source["kind"] if source["kind"] == "arch" else f"{source['kind']} {source['value']}",
+        **{k: result[k] for k in SUMMARY_FIRST[2:]},
+        **{f"latency_ms:{name}": ms for name, ms in result["latency_ms"].items()},
+    }
+    return row | {k: result[k] for k in SUMMARY_LAST}
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """A blocking lock around a short read-modify-write: retrains of different models may run in parallel."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def update_summary(path: Path, result: dict[str, Any]) -> pd.DataFrame:
+    """Replace (or append) this model's row of ``summary.csv``; the file is rewritten atomically."""
+    with _exclusive(path.with_name(".summary.lock")):
+        rows = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["arch_id"])
+        rows = rows[rows["arch_id"].astype(str) != result["arch_id"]]
+        table = pd.concat([rows, pd.DataFrame([summary_row(result)])], ignore_index=True)
+        latency = sorted(c for c in table.columns if c.startswith("latency_ms:"))
+        ordered = SUMMARY_FIRST + latency + SUMMARY_LAST
+        table = table[ordered + [c for c in table.columns if c not in ordered]]
+        text = io.StringIO()
+        table.to_csv(text, index=False)
+        atomic_write_text(path, text.getvalue())
+    return table
+
+
+# ----------------------------------------------------------------------------- the command
+def retrain(
+    cfg: ExperimentConfig,
+    pick: Pick,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    dist: DistContext | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
+    """Train ``pick`` into ``<run_dir>/retrain/<arch-id>/`` and describe it (rank 0); returns ``result.json``.
+
+    Other torchrun ranks train alongside and return the training result only.
+    """
+    from supernet.standalone import train_standalone
+    from supernet.train import DistContext
+
+    ctx = dist or DistContext()
+    out = cfg.run_path / "retrain" / arch_id(pick.arch)
+    with locked_on_rank0(out, ctx):
+        digest = config_hash(cfg.section_dump(*RESULT_SECTIONS))
+        previous = out / "result.json"
+        if (out / "model.pt").exists() and previous.exists() and read_json(previous).get("config_hash") == digest:
+            result = read_json(previous)
+            if ctx.is_main:
+                update_summary(out.parent / "summary.csv", result)
+            return {**result, "status": "already retrained"}
+        start = time.perf_counter()
+        trained = train_standalone(
+            pick.arch,
+            experiment_dataset(cfg),
+            cfg.retrain,
+            out,
+            seed=cfg.seed,
+            device=device or cfg.device,
+            resume=resume,
+            supernet=_init_supernet(cfg, device or cfg.device) if cfg.retrain.init_from_supernet else None,
+            config_text=dump_config(cfg),
+            dist=ctx,
+            progress=progress,
+            desc=f"retrain {arch_id(pick.arch)}",
+        )
+        if not ctx.is_main:
+            return trained
+        result = describe(cfg, pick, out, trained, progress)
+        result["wall_s"] = round(time.perf_counter() - start, 1)  # this invocation: training left + export + measuring
+        write_json(previous, result)
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
+        update_summary(out.parent / "summary.csv", result)
+    return result
+
+
+def _init_supernet(cfg: ExperimentConfig, device: str | torch.device) -> Any:
+    from supernet.train import load_supernet
+
+    path = cfg.run_path / "supernet" / "supernet.pt"
+    if not path.exists():
+        raise UserError(f"retrain.init_from_supernet needs a trained supernet, but there is no {path}: run `moga supernet train` first")
+    return load_supernet(path, device)

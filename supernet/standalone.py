@@ -1,0 +1,334 @@
+"""Training one standalone network with the retraining recipe, and scoring it on the test split.
+
+``train_standalone(arch, dataset, cfg, out_dir)`` trains ``MobileNet(arch)`` with ``train.fit`` - the same
+loop, checkpoints, exact resume and distributed mechanism as the supernet (no DDP wrapper: every rank takes
+its shard of each global batch, one flat gradient all-reduce per step, BN statistics per rank) - then
+measures top-1 accuracy on the ``test`` split and returns a JSON-able result dict.
+
+Recipe (``RetrainConfig``): ``epochs`` over the ``train`` split (``max_steps`` caps the updates), SGD or
+AdamW, linear warm-up then cosine decay to zero, label smoothing, mixed precision on CUDA, channels-last.
+``ema > 0`` keeps an exponential moving average of the weights and buffers, updated after every optimizer
+step; the test accuracy (and the saved ``model.pt``) is then the EMA network's, with the raw weights' accuracy
+reported next to it. ``init_from_supernet`` starts from ``Supernet.extract(arch)`` instead of a fresh init.
+
+``out_dir`` receives ``last.pt`` (every ``checkpoint_every`` steps and at the end), ``curves.csv``/``.png``
+and ``model.pt`` (final weights, architecture, space, result). A finished run with the same settings is not
+redone; an unfinished one needs ``resume``; a run made with other settings is refused, never overwritten.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as tdist
+from torch import nn
+
+from supernet.arch import Arch
+from supernet.config import RetrainConfig
+from supernet.data import Dataset
+from supernet.errors import UserError
+from supernet.model import MobileNet
+from supernet.supernet import Supernet
+from supernet.train import (
+    CHECKPOINT_FORMAT,
+    DistContext,
+    Precision,
+    TrainingSetup,
+    build_optimizer,
+    build_scheduler,
+    derive_seed,
+    fit,
+    load_checkpoint,
+    save_checkpoint,
+    space_from_spec,
+    space_spec,
+    standalone_step,
+)
+
+STANDALONE_FORMAT = "moga-standalone-v1"
+# Retraining settings that do not change the trained weights: a run may be resumed with other values.
+NON_WEIGHT_FIELDS = ("checkpoint_every",)
+
+
+# ----------------------------------------------------------------------------- weight EMA
+class WeightEMA:
+    """Exponential moving average of a model's state (weights and BN buffers), updated after each step.
+
+    The decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates (TensorFlow's
+    ``ExponentialMovingAverage(num_updates=...)``): with a fixed 0.9999 a short run's average would still be
+    mostly the random initialisation. Integer buffers (``num_batches_tracked``) are copied, not averaged.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay, self.updates = decay, 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for key, value in model.state_dict().items():
+            avg = self.shadow[key]
+            if avg.is_floating_point():
+                avg.lerp_(value.detach(), 1.0 - decay)  # avg = decay * avg + (1 - decay) * value
+            else:
+                avg.copy_(value)
+
+    def averaged(self, model: nn.Module) -> nn.Module:
+        """A copy of ``model`` carrying the averaged state (``model`` itself is left alone)."""
+        out = copy.deepcopy(model)
+        out.load_state_dict(self.shadow)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updates = int(state["updates"])
+        with torch.no_grad():
+            for key, value in state["shadow"].items():
+                self.shadow[key].copy_(value)
+
+
+# ----------------------------------------------------------------------------- run bookkeeping
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """Short hash of a state dict's values: pins down a starting point taken from a supernet."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def standalone_fingerprint(arch: Arch, dataset: Dataset, cfg: RetrainConfig, seed: int, init: str) -> dict[str, Any]:
+    """Everything the trained weights depend on: a finished run with the same one is not redone."""
+    space = arch.space
+    return {
+        "arch": str(arch),
+        "space": {"name": space.name, "digest": hashlib.sha256(repr(space_spec(space)).encode()).hexdigest()[:12]},
+        "data": {"classes": list(dataset.classes), "train_images": len(dataset.train), "resolution": dataset.resolution},
+        "seed": seed,
+        "retrain": {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NON_WEIGHT_FIELDS},
+        "init": init,
+    }
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new)) for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [f"{prefix[:-1]} ({old!r} -> {new!r})"]
+
+
+def _plan_run(out_dir: Path, fingerprint: dict[str, Any], resume: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(checkpoint to resume from, result of a finished run); at most one is set. Never overwrites a run."""
+    last, final = out_dir / "last.pt", out_dir / "model.pt"
+    if final.exists():
+        done = load_checkpoint(final, expect=STANDALONE_FORMAT)
+        if diff := _differences(done.get("fingerprint"), fingerprint):
+            raise UserError(
+                f"{final} holds a network trained with other settings ({'; '.join(diff[:3])}): "
+                f"use another run_dir, or delete {out_dir} to retrain"
+            )
+        return None, done["result"]
+    if not last.exists():
+        return None, None
+    ckpt = load_checkpoint(last, expect=CHECKPOINT_FORMAT)
+    if not resume:
+        raise UserError(f"{out_dir} holds an unfinished training run (step {ckpt['step']}): pass --resume to continue it, or delete it")
+    if diff := _differences(ckpt.get("fingerprint"), fingerprint):
+        raise UserError(
+            f"cannot resume {last}: it was trained with other settings ({'; '.join(diff[:3])}); delete it or use another run_dir"
+        )
+    return ckpt, None
+
+
+def total_steps(cfg: RetrainConfig, steps_per_epoch: int) -> int:
+    steps = cfg.epochs * steps_per_epoch
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+
+def _check_inputs(arch: Arch, dataset: Dataset, cfg: RetrainConfig, ctx: DistContext, supernet: Supernet | None) -> None:
+    if len(dataset.classes) != arch.space.num_classes:
+        raise UserError(
+            f"the dataset has {len(dataset.classes)} classes but the space is built for {arch.space.num_classes} (space.num_classes)"
+        )
+    if cfg.batch_size % ctx.world_size:
+        raise UserError(f"retrain.batch_size={cfg.batch_size} must be divisible by the number of ranks ({ctx.world_size})")
+    if cfg.init_from_supernet and supernet is None:
+        raise UserError("retrain.init_from_supernet is set but no trained supernet was given")
+    if supernet is not None and not cfg.init_from_supernet:
+        raise ValueError("a supernet was given but retrain.init_from_supernet is off")
+    if supernet is not None and space_spec(supernet.space) != space_spec(arch.space):
+        s = supernet.space
+        raise UserError(
+            f"the supernet was trained for space {s.name!r} at resolution {s.resolution}, width {s.width_mult}, "
+            f"variant {s.variant}, {s.num_classes} classes: it does not fit the experiment's space"
+        )
+
+
+def _initial_model(arch: Arch, cfg: RetrainConfig, seed: int, device: torch.device, supernet: Supernet | None) -> MobileNet:
+    """A fresh network (seeded init, identical on every rank), or the supernet's weights for ``arch``."""
+    torch.manual_seed(seed)
+    model = MobileNet(arch)
+    if supernet is not None:
+        # extract() refuses another space; the copy by name works because both use the same block classes
+        model.load_state_dict(supernet.extract(arch).state_dict())
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.inference_mode()
+def test_accuracy(
+    model: nn.Module,
+    dataset: Dataset,
+    batch_size: int,
+    ctx: DistContext | None = None,
+    channels_last: bool = False,
+    precision: Precision | None = None,
+) -> float:
+    """Top-1 accuracy (%) on the ``test`` split; under torchrun each rank scores its shard, counts are summed."""
+    ctx = ctx or DistContext()
+    device = next(model.parameters()).device
+    precision = precision or Precision(device, enabled=False)
+    loader = dataset.loader("test", batch_size, train=False, rank=ctx.rank, world_size=ctx.world_size, channels_last=channels_last)
+    counts = torch.zeros(2, dtype=torch.float64)
+    model.eval()
+    for x, y in loader:
+        with precision.autocast():
+            logits = model(x.to(device, non_blocking=True))
+        counts += torch.tensor([int((logits.argmax(1).cpu() == y).sum()), len(y)], dtype=torch.float64)
+    if ctx.active:
+        counts = counts.to(device)
+        tdist.all_reduce(counts)
+    return float(100.0 * counts[0] / counts[1])
+
+
+# ----------------------------------------------------------------------------- training
+def train_standalone(
+    arch: Arch,
+    dataset: Dataset,
+    cfg: RetrainConfig,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    resume: bool = False,
+    supernet: Supernet | None = None,
+    config_text: str | None = None,
+    dist: DistContext | None = None,
+    progress: bool = True,
+    desc: str = "retrain",
+) -> dict[str, Any]:
+    """Train ``arch`` from scratch (or from ``supernet``'s weights if ``cfg.init_from_supernet``) into ``out_dir``.
+
+    Returns the result: ``test_acc`` (EMA weights if ``cfg.ema``), ``test_acc_raw`` (with EMA), steps,
+    epochs, ``train_wall_s`` (summed over resumes) and the final training loss/accuracy. A finished run with
+    the same settings returns its stored result without training.
+    """
+    ctx, device, out_dir = dist or DistContext(), torch.device(device), Path(out_dir)
+    _check_inputs(arch, dataset, cfg, ctx, supernet)
+    model = _initial_model(arch, cfg, seed, device, supernet)
+    init = f"supernet:{state_digest(model.state_dict())}" if supernet is not None else "random"
+    fingerprint = standalone_fingerprint(arch, dataset, cfg, seed, init)
+    checkpoint, finished = _plan_run(out_dir, fingerprint, resume)
+    if finished is not None:
+        if ctx.is_main:
+            print(f"{desc}: {out_dir / 'model.pt'} is already trained with these settings; nothing to do", file=sys.stderr)
+        return finished
+
+    torch.manual_seed(derive_seed(seed, "dropout", ctx.rank))  # distinct dropout masks per rank
+    precision = Precision(device, cfg.amp)
+    loader = dataset.loader("train", cfg.batch_size, seed=seed, rank=ctx.rank, world_size=ctx.world_size, channels_last=cfg.channels_last)
+    steps = total_steps(cfg, len(loader))
+    optimizer = build_optimizer(model, cfg)
+    ema = WeightEMA(model, cfg.ema) if cfg.ema else None
+    if ema is not None:
+        # After every real update: with AMP, GradScaler skips optimizer.step() on overflow, and so the EMA.
+        optimizer.register_step_post_hook(lambda *_: ema.update(model))
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    run = TrainingSetup(
+        loader=loader,
+        step_fn=standalone_step(model, criterion, precision),
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, steps, cfg.warmup_steps),
+        precision=precision,
+        steps=steps,
+        out_dir=out_dir,
+        seed=seed,
+        checkpoint_every=cfg.checkpoint_every,
+        stateful={"ema": ema} if ema is not None else {},
+        meta={"arch": str(arch), "space": space_spec(arch.space), "fingerprint": fingerprint, "config": config_text or ""},
+        dist=ctx,
+        progress=progress,
+        desc=desc,
+    )
+    curves = fit(model, run, checkpoint)
+
+    final = ema.averaged(model) if ema is not None else model
+    result: dict[str, Any] = {
+        "arch": str(arch),
+        "test_acc": test_accuracy(final, dataset, cfg.batch_size, ctx, cfg.channels_last, precision),
+    }
+    if ema is not None:
+        result["test_acc_raw"] = test_accuracy(model, dataset, cfg.batch_size, ctx, cfg.channels_last, precision)
+    last = curves.rows[-1]
+    result |= {
+        "ema": cfg.ema,
+        "init": "supernet" if supernet is not None else "random",
+        "steps": steps,
+        "steps_per_epoch": len(loader),
+        "epochs": round(steps / len(loader), 4),
+        "train_images": len(dataset.train),
+        "test_images": len(dataset.test),
+        "train_wall_s": round(float(last["elapsed_s"]), 1),
+        "final_loss": round(float(last["loss"]), 5),
+        "final_train_acc": round(float(last["train_acc"]), 3),
+    }
+    if ctx.is_main:
+        save_standalone(out_dir / "model.pt", final, model if ema is not None else None, arch, fingerprint, result, config_text)
+    return result
+
+
+def save_standalone(
+    path: str | Path,
+    model: nn.Module,
+    raw: nn.Module | None,
+    arch: Arch,
+    fingerprint: dict[str, Any],
+    result: dict[str, Any],
+    config_text: str | None = None,
+) -> None:
+    """Final weights (``model``: the evaluated ones; ``raw``: the un-averaged ones when EMA was on)."""
+    state = {
+        "format": STANDALONE_FORMAT,
+        "arch": str(arch),
+        "space": space_spec(arch.space),
+        "model": model.state_dict(),
+        "raw_model": raw.state_dict() if raw is not None else {},
+        "fingerprint": fingerprint,
+        "result": result,
+        "config": config_text or "",
+    }
+    save_checkpoint(path, state)
+
+
+def load_standalone(path: str | Path, device: str | torch.device = "cpu", raw: bool = False) -> MobileNet:
+    """The trained network of ``model.pt`` in eval mode (contiguous memory format, ready for export).
+
+    ``raw=True`` gives the un-averaged weights of an EMA run (the averaged ones otherwise).
+    """
+    state = load_checkpoint(path, map_location=device, expect=STANDALONE_FORMAT)
+    space = space_from_spec(state["space"])
+    model = MobileNet(Arch.parse(space, state["arch"]))
+    weights = state["raw_model"] if raw and state["raw_model"] else state["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not fit the architecture it names ({str(exc).splitlines()[0]})") from None
+    return model.to(device).eval()
