@@ -88,9 +88,50 @@ def check_run_dir(cfg: ExperimentConfig, log: StageLog) -> None:
 
 
 # ----------------------------------------------------------------------------- stages
-def lut_stage(cfg: ExperimentConfig, progress: bool) -> dict[str, Any]:
-    from lut.build import build_experiment_tables
+def build_experiment_tables(cfg: ExperimentConfig, only: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Measure (or import and check) every latency table the experiment names into ``<run_dir>/lut/``.
 
+    Builds resume: measured entries are kept. Tables given by ``path`` are checked and copied. With
+    ``lut.validate_nets`` a fresh table is also validated on whole networks and calibrated.
+    """
+    from lut.build import build_table, lut_space, table_path
+    from lut.measure import MeasureProtocol, make_backend
+    from lut.table import LatencyTable
+    from lut.validate import validate, write_report
+
+    if only is not None and only not in cfg.lut.tables:
+        raise UserError(f"the experiment names no latency table {only!r} (it has {', '.join(cfg.lut.tables) or 'none'})")
+    space = lut_space(cfg)
+    tables = {}
+    for name in [only] if only else list(cfg.lut.tables):
+        tc = cfg.lut.tables[name]
+        dest = table_path(cfg, name)
+        if tc.path:
+            table = LatencyTable.load(tc.path)
+            table.check_space(space, batch=tc.batch)
+            tables[name] = table
+            table.save(dest)
+            print(f"[lut] {name}: {tc.path} fits space {space.name} at {space.resolution} ({table.header['device']}) -> {dest}")
+            continue
+        backend = make_backend(tc.backend, tc.threads, tc.clock)
+        try:
+            start = time.perf_counter()
+            protocol = MeasureProtocol(tc.warmup, tc.runs, tc.rounds)
+            table, n = build_table(space, backend, dest, device=tc.device_name, batch=tc.batch, protocol=protocol, progress=progress)
+            done = "up to date" if n == 0 else f"measured {n} of {len(table.entries)} entries in {time.perf_counter() - start:.0f} s"
+            print(f"[lut] {name}: {done} ({tc.backend}, {tc.threads} thread(s), batch {tc.batch}) -> {dest}")
+            if cfg.lut.validate_nets and table.calibration is None:
+                table, report = validate(table, space, backend, cfg.lut.validate_nets, seed=cfg.seed, progress=progress)
+                write_report(report, dest.with_name(f"{dest.stem}_validation"), f"{dest.name}: {table.header['device']}")
+                table.save(dest)
+                print(report.summary())
+        finally:
+            backend.close()
+        tables[name] = table
+    return tables
+
+
+def lut_stage(cfg: ExperimentConfig, progress: bool) -> dict[str, Any]:
     tables = build_experiment_tables(cfg, progress=progress)
     return {"tables": {name: len(t.entries) for name, t in tables.items()}}
 
