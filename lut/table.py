@@ -8,7 +8,8 @@ A table is plain JSON::
      "calibration": {"slope": .., "intercept": .., "fitted_on": .., ...}}       # optional
 
 Keys are ``BlockShape.key`` of every distinct block the space can hold (``space_blocks``), so a table is
-greppable and a missing key names the block. A network's raw latency is the sum of its blocks' medians;
+greppable and a missing key names the block. Besides the required ``HEADER_FIELDS`` a header may say how
+it was measured (``clock``, ``protocol``). A network's raw latency is the sum of its blocks' ``median_ms``;
 the optional linear calibration (fitted on measured whole networks, see ``lut.validate``) maps raw to
 predicted latency.
 """
@@ -109,6 +110,9 @@ class Calibration:
 
     def apply(self, raw: np.ndarray | float) -> np.ndarray | float:
         return self.slope * raw + self.intercept
+
+    def describe(self) -> str:
+        return f"{self.slope:.4f} * raw {'-' if self.intercept < 0 else '+'} {abs(self.intercept):.4f} ms"
 
     def to_json(self) -> dict[str, Any]:
         return {"slope": self.slope, "intercept": self.intercept, "fitted_on": self.fitted_on, **self.info}

@@ -96,16 +96,17 @@ class Report:
 
     def summary(self) -> str:
         n = sum(r["split"] == "held_out" for r in self.rows)
-        lines = [
-            f"held-out networks: {n}   calibration: measured = {self.calibration.slope:.4f} * raw + {self.calibration.intercept:.4f} ms"
-        ]
+        lines = [f"held-out networks: {n}   calibration: predicted = {self.calibration.describe()}"]
         for name in ("raw", "calibrated"):
             m = self.held_out[name]
             lines.append(
                 f"  {name:<10} MAPE {m['mape']:5.2f}%   within ±5% {m['within_5']:5.1f}%   within ±10% {m['within_10']:5.1f}%   τ {m['tau']:.3f}"
             )
         if "noise" in self.held_out:
-            lines.append(f"  noise      τ between the two measurement passes {self.held_out['noise']['tau']:.3f}")
+            z = self.held_out["noise"]
+            lines.append(
+                f"  noise      pass 2 vs pass 1: MAPE {z['pass2_mape']:5.2f}%   within ±5% {z['pass2_within_5']:5.1f}%   τ {z['tau']:.3f}"
+            )
         return "\n".join(lines)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
@@ -73,39 +72,10 @@ def _tables(cfg: Any, only: str | None) -> list[str]:
 
 
 def cmd_build(args: argparse.Namespace) -> None:
-    from lut.build import build_table, lut_space, table_path
-    from lut.measure import MeasureProtocol, make_backend
-    from lut.table import LatencyTable
-    from lut.validate import validate
     from moga.config import load_config
+    from moga.pipeline import build_experiment_tables  # the `moga run` lut stage: one implementation
 
-    cfg = load_config(args.experiment, args.overrides)
-    space = lut_space(cfg)
-    for name in _tables(cfg, args.table):
-        tc = cfg.lut.tables[name]
-        dest = table_path(cfg, name)
-        if tc.path:
-            table = LatencyTable.load(tc.path)
-            table.check_space(space, batch=tc.batch)
-            table.save(dest)
-            print(
-                f"{name}: {tc.path} fits space {space.name} at {space.resolution} ({len(table.entries)} entries, {table.header['device']}) -> {dest}"
-            )
-            continue
-        backend = make_backend(tc.backend, tc.threads, tc.clock)
-        t0 = time.perf_counter()
-        try:
-            protocol = MeasureProtocol(tc.warmup, tc.runs, tc.rounds)
-            table, n = build_table(
-                space, backend, dest, device=tc.device_name, batch=tc.batch, protocol=protocol, progress=not args.no_progress
-            )
-            done = "up to date" if n == 0 else f"measured {n} of {len(table.entries)} entries in {time.perf_counter() - t0:.0f} s"
-            print(f"{name}: {done} ({tc.backend}, {tc.threads} thread(s), batch {tc.batch}) -> {dest}")
-            if cfg.lut.validate_nets and table.calibration is None:
-                calibrated, report = validate(table, space, backend, cfg.lut.validate_nets, seed=cfg.seed, progress=not args.no_progress)
-                _report(calibrated, report, dest, None)
-        finally:
-            backend.close()
+    build_experiment_tables(load_config(args.experiment, args.overrides), only=args.table, progress=not args.no_progress)
 
 
 def _report(calibrated: Any, report: Any, path: Path, out: str | None) -> None:
@@ -162,12 +132,14 @@ def cmd_show(args: argparse.Namespace) -> None:
     if cal is None:
         print("calibration: none (run `moga lut validate`)")
     else:
-        held = {
-            k: cal.info[k]
-            for k in ("held_out", "mape_calibrated", "within_5_calibrated", "within_10_calibrated", "tau_calibrated", "tau_noise")
-            if k in cal.info
-        }
-        print(f"calibration: predicted = {cal.slope:.4f} * raw + {cal.intercept:.4f} ms, fitted on {cal.fitted_on} networks; {held}")
+        print(f"calibration: predicted = {cal.describe()}, fitted on {cal.fitted_on} networks")
+        i = cal.info
+        if "mape_calibrated" in i:
+            noise = f" (between two measurement passes: τ {i['tau_noise']:.3f})" if "tau_noise" in i else ""
+            print(
+                f"  held out {i.get('held_out', '?')}: MAPE {i['mape_calibrated']:.2f}%, within ±5% {i['within_5_calibrated']:.0f}%, "
+                f"within ±10% {i['within_10_calibrated']:.0f}%, τ {i['tau_calibrated']:.3f}{noise}"
+            )
     try:
         predictor = table.predictor(header_space(table.header))
     except UserError as exc:

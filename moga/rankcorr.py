@@ -19,7 +19,9 @@ Outputs in ``<run_dir>/rankcorr/``: ``rankcorr.csv`` (one row per model, rewritt
 from __future__ import annotations
 
 import io
+import itertools
 import math
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -128,7 +130,12 @@ def spread_archs(space: SearchSpace, k: int, seed: int, cost: Callable[[np.ndarr
     """``k`` architectures at evenly spaced quantiles of ``cost`` over ``pool`` random ones (deterministic)."""
     if k < 3:
         raise UserError(f"--models must be at least 3 (got {k}): fewer cannot be ranked meaningfully")
-    candidates = random_archs(space, max(pool, k), seed)
+    if k > space.size:
+        raise UserError(f"--models {k} exceeds the {space.size} architectures of space {space.name!r}")
+    if space.size <= pool:  # a small space is taken whole: no draws that could only repeat
+        candidates = [Arch(space, genes) for genes in itertools.product(*(range(n) for n in space.n_choices))]
+    else:
+        candidates = random_archs(space, max(pool, k), seed)
     values = cost(np.stack([a.genome for a in candidates]))
     order = np.argsort(values, kind="stable")
     picks = np.round(np.linspace(0, len(candidates) - 1, k)).astype(int)
@@ -142,10 +149,16 @@ def latency_measure(cfg: ExperimentConfig) -> tuple[str, Callable[[np.ndarray], 
 
     # Only the primary (first) table orders the sample: another device's table would pick other models.
     name, tc = next(iter(cfg.lut.tables.items()), (None, None))
-    if name is not None and tc is not None and table_path(cfg, name).exists():
-        table = LatencyTable.load(table_path(cfg, name))
-        table.check_space(lut_space(cfg), batch=tc.batch)
-        return f"latency_ms:{name}", table.predictor(lut_space(cfg)).predict_genomes
+    if name is not None and tc is not None:
+        path = table_path(cfg, name)
+        if path.exists():
+            table = LatencyTable.load(path)
+            table.check_space(lut_space(cfg), batch=tc.batch)
+            return f"latency_ms:{name}", table.predictor(lut_space(cfg)).predict_genomes
+        print(
+            f"rank-corr: no latency table at {path} (run `moga lut build` for one): spreading the sample over multiply-adds",
+            file=sys.stderr,
+        )
     space = experiment_space(cfg)
     return "macs", lambda genomes: count_population(space, genomes)[1].astype(np.float64)
 
@@ -183,6 +196,8 @@ def rank_correlation(
     k = top_k if top_k is not None else max(1, models // 3)
     if not 1 <= k <= models:
         raise UserError(f"--top-k must be between 1 and --models ({models}), got {k}")
+    if resamples < 1:
+        raise UserError(f"--resamples must be at least 1, got {resamples}")
     out = cfg.run_path / "rankcorr"
     recipe = cfg.retrain.model_copy(update={"init_from_supernet": False})
     with locked_on_rank0(out, ctx):
@@ -196,6 +211,8 @@ def rank_correlation(
             atomic_write_text(out / "config.yaml", dump_config(cfg))
             evaluator = SubnetEvaluator.from_config(net, dataset, cfg.supernet, seed=cfg.seed, progress=progress)
             table["supernet_acc"] = evaluator.evaluate(archs)
+            del evaluator
+        del net  # every rank loaded it (a wrong file stops all of them); training needs the memory
         table["standalone_acc"] = np.nan
         for i, arch in enumerate(archs):
             result = train_standalone(

@@ -100,7 +100,7 @@ def known_supernet_acc(cfg: ExperimentConfig, arch: Arch) -> float | None:
         if not path.is_file():
             continue
         table = pd.read_csv(path, usecols=lambda c: c in ("arch", "accuracy"))
-        if "accuracy" in table:
+        if {"arch", "accuracy"} <= set(table.columns):
             hit = table.loc[table["arch"] == str(arch), "accuracy"]
             if not hit.empty:
                 return float(hit.iloc[0])
@@ -248,9 +248,10 @@ def _exclusive(path: Path) -> Iterator[None]:
 def update_summary(path: Path, result: dict[str, Any]) -> pd.DataFrame:
     """Replace (or append) this model's row of ``summary.csv``; the file is rewritten atomically."""
     with _exclusive(path.with_name(".summary.lock")):
-        rows = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["arch_id"])
-        rows = rows[rows["arch_id"].astype(str) != result["arch_id"]]
-        table = pd.concat([rows, pd.DataFrame([summary_row(result)])], ignore_index=True)
+        table = pd.DataFrame([summary_row(result)])
+        if path.is_file():
+            rows = pd.read_csv(path, dtype={"arch_id": str})
+            table = pd.concat([rows[rows["arch_id"] != result["arch_id"]], table], ignore_index=True)
         latency = sorted(c for c in table.columns if c.startswith("latency_ms:"))
         ordered = SUMMARY_FIRST + latency + SUMMARY_LAST
         table = table[ordered + [c for c in table.columns if c not in ordered]]

@@ -18,8 +18,11 @@ describe the true input distribution, and no path mismatch exists to be correcte
 their output a per-image constant, which is what lets us cache it once per evaluator.
 
 Why a trie. In step 2 layer ``l``'s calibration input is the train-mode output of layers ``< l``, and its
-validation input is the eval-mode output of layers ``< l`` with their recalibrated statistics. Both depend
-only on the choices of layers ``<= l`` - the architecture's *prefix*. So a population is evaluated by a
+validation input is the eval-mode output of layers ``< l`` with their recalibrated statistics; so its
+statistics and outputs depend only on the choices of layers ``<= l`` - the architecture's *prefix*.
+(Calibration activations flow in train mode, each BN normalising with its chunk's statistics, exactly as in
+the usual whole-network recalibration pass. Feeding the next layer eval-mode outputs instead would define a
+slightly different estimate and cost a third pass per block.) So a population is evaluated by a
 depth-first walk over the trie of its genomes: every distinct prefix (trie node) runs its block once on
 the calibration activations (train mode, recalibrating the block's BNs) and once on the validation
 activations (eval mode, with the statistics just computed); each leaf recalibrates and runs the head.
@@ -28,6 +31,11 @@ under another prefix without saving its buffers per node. Evaluating one candida
 same node function along a single path, so both give bit-identical logits; and because the calibration
 activations flow in train mode exactly as in a whole-network recalibration pass, both also equal
 ``extract(arch)`` + standard recalibration of the path's BNs (a test).
+
+Memory: activations are kept as the chunks they were computed in, and the walk holds one (calibration,
+validation) pair per pending branch point of the trie; the stem-feature cache costs (calibration +
+validation images) x its feature size (64 KB per image at 32² in the MoGA space, 800 KB at 224²: limit
+``eval_images`` and ``calib_images`` accordingly on ImageNet).
 
 The supernet's own BN buffers and train/eval flags are restored after every call. The evaluator is
 bound to the supernet's weights at the time it first evaluates (the cached stem features): build a new

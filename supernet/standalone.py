@@ -174,17 +174,13 @@ def _check_inputs(arch: Arch, dataset: Dataset, cfg: RetrainConfig, ctx: DistCon
 def _initial_model(arch: Arch, cfg: RetrainConfig, seed: int, device: torch.device, supernet: Supernet | None) -> MobileNet:
     """A fresh network (seeded init, identical on every rank), or the supernet's weights for ``arch``."""
     torch.manual_seed(seed)
-    model = MobileNet(arch)
-    if supernet is not None:
-        # extract() refuses another space; the copy by name works because both use the same block classes
-        model.load_state_dict(supernet.extract(arch).state_dict())
-    model = model.to(device)
+    model = (supernet.extract(arch) if supernet is not None else MobileNet(arch)).to(device)
     return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
 
 
 # ----------------------------------------------------------------------------- evaluation
 @torch.inference_mode()
-def test_accuracy(
+def top1_on_test(
     model: nn.Module,
     dataset: Dataset,
     batch_size: int,
@@ -273,10 +269,10 @@ def train_standalone(
     final = ema.averaged(model) if ema is not None else model
     result: dict[str, Any] = {
         "arch": str(arch),
-        "test_acc": test_accuracy(final, dataset, cfg.batch_size, ctx, cfg.channels_last, precision),
+        "test_acc": top1_on_test(final, dataset, cfg.batch_size, ctx, cfg.channels_last, precision),
     }
     if ema is not None:
-        result["test_acc_raw"] = test_accuracy(model, dataset, cfg.batch_size, ctx, cfg.channels_last, precision)
+        result["test_acc_raw"] = top1_on_test(model, dataset, cfg.batch_size, ctx, cfg.channels_last, precision)
     last = curves.rows[-1]
     result |= {
         "ema": cfg.ema,

@@ -692,6 +692,8 @@ def _check_inputs(space: SearchSpace, dataset: Dataset, cfg: SupernetConfig, ctx
         raise UserError(
             f"the dataset has {len(dataset.classes)} classes but the space is built for {space.num_classes} (space.num_classes)"
         )
+    if cfg.eval_paths and cfg.bn_calib_images > len(dataset.train):
+        raise UserError(f"supernet.bn_calib_images={cfg.bn_calib_images} exceeds the {len(dataset.train)} training images")
     if cfg.batch_size % (ctx.world_size * cfg.micro_batches):
         raise UserError(
             f"supernet.batch_size={cfg.batch_size} must be divisible by ranks x micro_batches = {ctx.world_size * cfg.micro_batches}"

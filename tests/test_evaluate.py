@@ -92,7 +92,7 @@ def net(tiny_space_file) -> Supernet:
 
 
 def test_trie_equals_one_by_one_exactly(net, data):
-    pop = _population(net.space, n=24)
+    pop = _population(net.space, n=16)
     trie, single = _evaluator(net, data), _evaluator(net, data, use_trie=False)
     for a, b in zip(trie.logits(pop), single.logits(pop), strict=True):
         assert torch.equal(a, b)
@@ -105,8 +105,8 @@ def test_trie_equals_one_by_one_exactly(net, data):
 
 def test_trie_equals_one_by_one_on_the_moga_space(data):
     net = _net("moga")
-    pop = _population(net.space, n=5)
-    settings = {"calib_images": 40, "calib_batch_size": 16, "eval_images": 30}
+    pop = _population(net.space, n=4)
+    settings = {"calib_images": 32, "calib_batch_size": 12, "eval_images": 24}
     trie, single = _evaluator(net, data, **settings), _evaluator(net, data, use_trie=False, **settings)
     for a, b in zip(trie.logits(pop), single.logits(pop), strict=True):
         assert torch.equal(a, b)
@@ -133,7 +133,7 @@ def _reference_logits(net: Supernet, data: Dataset, arch: Arch, channels_last: b
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_equals_extract_and_recalibrate(net, data, channels_last):
     ev = _evaluator(net, data, channels_last=channels_last)
-    pop = _population(net.space, n=3, seed=1)
+    pop = _population(net.space, n=2, seed=1)
     for arch, logits in zip(pop, ev.logits(pop), strict=True):
         ref = _reference_logits(net, data, arch, channels_last)
         # Bit-identical on CPU: the same modules run on the same chunks in the same order.

@@ -1,8 +1,6 @@
 """Latency tables: enumeration, build/resume, file format and its errors, prediction, import/export, validation."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -273,15 +271,10 @@ def test_cli_error_is_one_line_and_keeps_the_old_table(fake_table, tmp_path, cap
     err = capsys.readouterr().err
     assert "non-numeric median_ms 'NaNx'" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert out.read_bytes() == before
-
-
-def test_cli_errors_from_a_fresh_process(tmp_path):
     (tmp_path / "t.json").write_text('{"schema_version": 1, "header": {}, "entries": {}}')
-    proc = subprocess.run(
-        [sys.executable, "-m", "moga", "lut", "show", str(tmp_path / "t.json")], capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 2 and "header lacks field(s) device" in proc.stderr
-    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert main(["lut", "show", str(tmp_path / "t.json")]) == 2
+    err = capsys.readouterr().err
+    assert "header lacks field(s) device" in err and len(err.strip().splitlines()) == 1
 
 
 def _experiment(tmp_path: Path, tables: str) -> Path:
@@ -385,6 +378,13 @@ def test_onnxruntime_measures_a_couple_of_blocks(cifar_space):
         assert backend.info()["runtime_version"] == onnxruntime.__version__ and backend.info()["provider"] == "CPUExecutionProvider"
     finally:
         backend.close()
+
+
+def test_cpu_clock_needs_one_cpu_thread():
+    with pytest.raises(UserError, match="only valid on the CPU provider with 1 thread"):
+        OrtBackend("cpu", threads=2, clock="cpu")
+    with pytest.raises(UserError, match="unknown clock 'sundial'"):
+        OrtBackend("cpu", clock="sundial")
 
 
 def test_cuda_backend_absent_is_a_user_error():

@@ -1,0 +1,190 @@
+"""Rank correlation: the statistics against hand-computed values, the bootstrap, the latency-spread sample,
+and ``moga rank-corr`` end to end with K=3 on a tiny space and a supernet trained for two steps."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lut.validate import kendall_tau
+from moga.cli import main
+from moga.config import load_config
+from moga.experiment import experiment_dataset, experiment_space
+from moga.rankcorr import average_ranks, bootstrap_ci, rank_statistics, spearman_rho, spread_archs, top_k_overlap
+from supernet import Arch, count_population, get_space
+from supernet.standalone import train_standalone
+from supernet.train import load_supernet, train_supernet
+
+
+# ----------------------------------------------------------------------------- statistics
+def test_statistics_match_hand_computed_values():
+    x, y = [1, 2, 3, 4], [1, 3, 2, 4]  # one discordant pair of six; rank differences 0, 1, 1, 0
+    assert kendall_tau(x, y) == pytest.approx((5 - 1) / 6)
+    assert spearman_rho(x, y) == pytest.approx(1 - 6 * 2 / (4 * (16 - 1)))
+    assert top_k_overlap(x, y, 2) == 0.5  # top-2 by x: items 2, 3; by y: items 3, 1
+    assert top_k_overlap(x, y, 4) == 1.0
+    assert kendall_tau(x, x[::-1]) == pytest.approx(-1) and spearman_rho(x, x[::-1]) == pytest.approx(-1)
+
+
+def test_statistics_with_ties():
+    x, y = [1, 1, 2, 3], [1, 2, 2, 3]
+    # τ-b: 4 concordant pairs, none discordant, one tie in each variable: 4 / sqrt(5 * 5)
+    assert kendall_tau(x, y) == pytest.approx(0.8)
+    assert list(average_ranks([10, 20, 10, 30])) == [1.5, 3.0, 1.5, 4.0]
+    # ranks [1.5, 1.5, 3, 4] and [1, 2.5, 2.5, 4]: covariance 3.75, variances 4.5 and 4.5
+    assert spearman_rho(x, y) == pytest.approx(3.75 / 4.5)
+    assert math.isnan(spearman_rho([1, 1, 1], [1, 2, 3])) and math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
+    assert top_k_overlap([5, 5, 1], [1, 5, 5], 1) == 0.0  # ties go to the lower index: {0} vs {1}
+    with pytest.raises(ValueError, match="1 <= k <= 3"):
+        top_k_overlap([1, 2, 3], [1, 2, 3], 4)
+
+
+def test_bootstrap_interval_contains_the_estimate_and_is_seeded():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=20)
+    y = x + rng.normal(scale=0.7, size=20)
+    for stat in (kendall_tau, spearman_rho):
+        lo, hi = bootstrap_ci(stat, x, y, resamples=500, seed=3)
+        assert lo <= stat(x, y) <= hi and hi - lo < 1
+        assert bootstrap_ci(stat, x, y, resamples=500, seed=3) == (lo, hi)
+        assert bootstrap_ci(stat, x, y, resamples=500, seed=4) != (lo, hi)
+    stats = rank_statistics(x, y, k=5, resamples=200, seed=0)
+    assert stats["top_k"] == 5 and stats["bootstrap"]["resamples"] == 200
+    for name in ("kendall_tau", "spearman_rho", "top_k_overlap"):
+        lo, hi = stats[name]["ci95"]
+        assert lo <= stats[name]["value"] <= hi, name
+
+
+def test_undefined_statistics_are_null_not_nan():
+    stats = rank_statistics([50.0, 50.0, 50.0], [60.0, 61.0, 62.0], k=1, resamples=50)
+    assert stats["kendall_tau"] == {"value": None, "ci95": [None, None]}
+    json.dumps(stats, allow_nan=False)  # valid JSON
+
+
+def test_spread_sample_spans_the_cost_range_deterministically(cifar_space):
+    def macs(genomes: np.ndarray) -> np.ndarray:
+        return count_population(cifar_space, genomes)[1].astype(float)
+
+    archs = spread_archs(cifar_space, 5, seed=7, cost=macs, pool=200)
+    again = spread_archs(cifar_space, 5, seed=7, cost=macs, pool=200)
+    assert [str(a) for a in archs] == [str(a) for a in again] and len({str(a) for a in archs}) == 5
+    values = macs(np.stack([a.genome for a in archs]))
+    assert list(values) == sorted(values)
+    from lut.validate import random_archs
+
+    pool = macs(np.stack([a.genome for a in random_archs(cifar_space, 200, 7)]))
+    assert (values[0], values[-1]) == (pool.min(), pool.max())  # the extremes of the pool
+
+
+# ----------------------------------------------------------------------------- end to end
+TINY_SPACE = """
+name: tiny
+stem: {channels: 8, kernel: 3, stride: 1, act: relu}
+layers:
+  out_channels: [8, 16]
+  strides: [1, 2]
+  acts: relu
+choices:
+  kernels: [3, 5]
+  expansions: [2]
+  se: [false, true]
+head: {channels: 32, act: hswish, fc_channels: 0, dropout: 0.0}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """An experiment on a 2-layer space (16 architectures) with a supernet trained for two steps."""
+    root = tmp_path_factory.mktemp("rankcorr")
+    (root / "tiny.yaml").write_text(TINY_SPACE)
+    exp = root / "exp.yaml"
+    exp.write_text(
+        json.dumps(
+            {
+                "name": "tiny",
+                "run_dir": str(root / "run"),
+                "space": {"name": str(root / "tiny.yaml"), "resolution": 16},
+                "data": {"search_val_per_class": 10},
+                "supernet": {"steps": 2, "batch_size": 16, "warmup_steps": 1, "eval_paths": 0, "bn_calib_images": 32, "eval_images": 64},
+                "lut": {"tables": {}},  # no latency table: the sample is spread over multiply-adds
+                "retrain": {"epochs": 1, "max_steps": 2, "batch_size": 16, "warmup_steps": 1},
+            }
+        )
+    )
+    cfg = load_config(exp)
+    train_supernet(experiment_space(cfg), experiment_dataset(cfg), cfg.supernet, cfg.run_path / "supernet", progress=False)
+    return exp, cfg
+
+
+def test_rank_corr_end_to_end_and_resumable(tiny_run, capsys):
+    exp, cfg = tiny_run
+    assert main(["rank-corr", str(exp), "--models", "3", "--resamples", "200", "--no-progress"]) == 0
+    out = cfg.run_path / "rankcorr"
+    assert "Kendall τ" in capsys.readouterr().out
+    table = pd.read_csv(out / "rankcorr.csv", dtype={"arch_id": str})
+    assert list(table.columns) == ["arch_id", "arch", "macs", "supernet_acc", "standalone_acc"]
+    assert len(table) == 3 and list(table["macs"]) == sorted(table["macs"]) and table.notna().all().all()
+    report = json.loads((out / "rankcorr.json").read_text())
+    assert report["models"] == 3 and report["top_k"] == 1 and report["ordered_by"] == "macs"
+    assert report["recipe"]["epochs"] == 1 and not report["recipe"]["init_from_supernet"]
+    expected = rank_statistics(table["supernet_acc"], table["standalone_acc"], 1, resamples=200, seed=cfg.seed)
+    for name in ("kendall_tau", "spearman_rho", "top_k_overlap"):
+        assert report[name] == expected[name], name
+    assert (out / "rankcorr.png").stat().st_size > 0
+    for arch_id in table["arch_id"]:
+        assert (out / arch_id / "model.pt").is_file()
+
+    # a rerun skips every finished model and reproduces the report
+    assert main(["rank-corr", str(exp), "--models", "3", "--resamples", "200", "--no-progress"]) == 0
+    assert capsys.readouterr().err.count("already trained") == 3
+    assert json.loads((out / "rankcorr.json").read_text()) == report
+
+
+def test_rank_corr_user_errors(tiny_run, capsys, tmp_path):
+    exp, _ = tiny_run
+    assert main(["rank-corr", str(exp), "--models", "2"]) == 2
+    assert "at least 3" in capsys.readouterr().err
+    assert main(["rank-corr", str(exp), "--models", "3", "--top-k", "4"]) == 2
+    assert "--top-k" in capsys.readouterr().err
+    assert main(["rank-corr", str(exp), "--models", "3", f"run_dir={tmp_path / 'empty'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no " in err and "supernet.pt" in err and len(err.splitlines()) == 1
+
+
+def test_init_from_supernet_starts_from_the_extracted_weights(tiny_run, tmp_path):
+    _, cfg = tiny_run
+    net = load_supernet(cfg.run_path / "supernet" / "supernet.pt")
+    arch = Arch(experiment_space(cfg), (1, 2))
+    recipe = cfg.retrain.model_copy(update={"init_from_supernet": True, "max_steps": 1, "lr": 1e-12, "weight_decay": 0.0})
+    result = train_standalone(arch, experiment_dataset(cfg), recipe, tmp_path, supernet=net, progress=False)
+    assert result["init"] == "supernet"
+    trained = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert trained["fingerprint"]["init"].startswith("supernet:")
+    start = net.extract(arch).state_dict()
+    weights = [k for k in start if k.endswith("weight")]
+    assert all(torch.allclose(trained["model"][k], start[k], atol=1e-6) for k in weights)
+    other = get_space("moga", num_classes=10, resolution=16, variant="cifar")
+    from supernet.errors import UserError
+
+    with pytest.raises(UserError, match="does not fit"):
+        train_standalone(Arch.random(other, np.random.default_rng(0)), experiment_dataset(cfg), recipe, tmp_path / "x", supernet=net)
+
+
+def test_the_sample_is_ordered_by_the_first_table_when_it_exists(tiny_run, tmp_path, capsys):
+    from lut.build import build_table, lut_space, table_path
+    from lut.measure import FakeBackend
+    from moga.rankcorr import latency_measure
+
+    exp, _ = tiny_run
+    cfg = load_config(exp, ["lut.tables={cpu: {backend: fake}}", f"run_dir={tmp_path}"])
+    assert latency_measure(cfg)[0] == "macs" and "no latency table" in capsys.readouterr().err
+    table, _ = build_table(lut_space(cfg), FakeBackend(), table_path(cfg, "cpu"), device="fake", progress=False)
+    name, cost = latency_measure(cfg)
+    archs = [Arch(experiment_space(cfg), (0, 1)), Arch(experiment_space(cfg), (3, 2))]
+    assert name == "latency_ms:cpu"
+    assert list(cost(np.stack([a.genome for a in archs]))) == pytest.approx([table.predict(a) for a in archs])
