@@ -26,11 +26,12 @@ slightly different estimate and cost a third pass per block.) So a population is
 depth-first walk over the trie of its genomes: every distinct prefix (trie node) runs its block once on
 the calibration activations (train mode, recalibrating the block's BNs) and once on the validation
 activations (eval mode, with the statistics just computed); each leaf recalibrates and runs the head.
-A block's statistics are used at once and never needed again, so the same choice block can be reused
-under another prefix without saving its buffers per node. Evaluating one candidate at a time runs the
-same node function along a single path, so both give bit-identical logits; and because the calibration
-activations flow in train mode exactly as in a whole-network recalibration pass, both also equal
-``extract(arch)`` + standard recalibration of the path's BNs (a test).
+Chains of single-child nodes run chunk-major, like an ordinary forward pass. A block's statistics are
+used at once and never needed again, so the same choice block can be reused under another prefix
+without saving its buffers per node. Evaluating one candidate at a time is the walk over a one-path trie,
+so both give bit-identical logits (every block sees the same chunks in the same order); and because the
+calibration activations flow in train mode exactly as in a whole-network recalibration pass, both also
+equal ``extract(arch)`` + standard recalibration of the path's BNs (a test).
 
 Memory: activations are kept as the chunks they were computed in, and the walk holds one (calibration,
 validation) pair per pending branch point of the trie; the stem-feature cache costs (calibration +
@@ -321,59 +322,70 @@ class SubnetEvaluator:
         return [out[g] for g in genomes]
 
     def _walk(self, genomes: Sequence[Genes], bar: tqdm) -> Iterator[tuple[Genes, Tensor]]:
-        """Depth-first over the trie of ``genomes``, each prefix's block run once; yields (genes, logits).
+        """Depth-first over the trie of ``genomes``, each distinct prefix's block run once; yields (genes, logits).
 
-        Stack entries hold a reference to their parent's activations, so a node's activations live only
-        while some child is still pending: memory is one activation pair per pending branch point.
+        The walk goes segment by segment: from a node it follows single-child links down to the next branch
+        point or leaf and runs that chain chunk-major (each chunk through all of its blocks before the next
+        chunk), so a chunk stays in cache between layers and only branch points' activations are stored.
+        Stack entries hold a reference to their parent's activations, so those live only while some child
+        is still pending: memory is one activation pair per pending branch point.
         """
-        num_layers = self.net.space.num_layers
         root, _ = self._shared_activations()
-        stack: list[tuple[Genes, _Activations, dict[int, Any]]] = []
-
-        def push(prefix: Genes, acts: _Activations, children: dict[int, Any]) -> None:
-            stack.extend(((*prefix, c), acts, children[c]) for c in sorted(children, reverse=True))
-
-        push((), root, _build_trie(genomes))
+        stack = [((c,), root, sub) for c, sub in sorted(_build_trie(genomes).items(), reverse=True)]
         while stack:
-            prefix, inputs, children = stack.pop()
-            layer = len(prefix) - 1
-            acts = self._run_block(self.net.layers[layer][prefix[-1]], inputs)
-            self._track_memory(stack, [inputs, acts], root)
+            prefix, inputs, node = stack.pop()
+            start = len(prefix) - 1
+            while len(node) == 1:  # extend the segment along single-child links
+                ((choice, node),) = node.items()
+                prefix = (*prefix, choice)
+            blocks = [self.net.layers[layer][prefix[layer]] for layer in range(start, len(prefix))]
+            acts = self._run_segment(blocks, inputs, None if node else self.net.head)
+            self._track_memory(stack, [inputs, acts] if node else [inputs], root)
             del inputs  # the last pending child releases its parent's activations here
-            bar.update()
-            if layer == num_layers - 1:
-                yield prefix, self._run_head(acts)
+            bar.update(len(blocks))
+            if node:
+                stack.extend(((*prefix, c), acts, sub) for c, sub in sorted(node.items(), reverse=True))
             else:
-                push(prefix, acts, children)
+                yield prefix, torch.cat(acts.val)
             del acts
 
-    def _run_block(self, block: nn.Module, inputs: _Activations) -> _Activations:
-        """One trie node: recalibrate the block on the calibration activations, then run it on both sets."""
-        self.blocks_run += 1
+    def _run_segment(self, blocks: list[nn.Module], inputs: _Activations, head: nn.Module | None) -> _Activations:
+        """Run a chain of blocks (and, at a leaf, the head) chunk by chunk: first recalibrate, then evaluate.
+
+        Recalibration: every BN of the chain is reset, then each calibration chunk goes through the blocks in
+        train mode - BN normalises with the chunk's statistics and adds them to its cumulative average, as in
+        a whole-network recalibration pass. Of the head only the first conv runs: its BN is the only one.
+        Evaluation: the validation chunks in eval mode, with the statistics just computed. Returns the
+        chain's outputs, or at a leaf the logits (as ``val``).
+        """
+        self.blocks_run += len(blocks)
+        self.heads_run += head is not None
+        parts = [*blocks, head] if head is not None else blocks
         calib = None
         if inputs.calib is not None:
-            _start_recalibration(block)
-            # Train mode: BN normalises with chunk statistics and accumulates them - the outputs are what a
-            # whole-network recalibration pass feeds the next layer.
-            calib = [block(x) for x in inputs.calib]
-        block.eval()
-        return _Activations(calib, [block(x) for x in inputs.val])
-
-    def _run_head(self, inputs: _Activations) -> Tensor:
-        """One leaf: recalibrate the head's BN (only its first conv has one, so only that runs), then logits."""
-        self.heads_run += 1
-        head = self.net.head
-        if inputs.calib is not None:
-            _start_recalibration(head)
+            for part in parts:
+                _start_recalibration(part)
+            calib = []
             for x in inputs.calib:
-                head.conv(x)
-        head.eval()
-        return torch.cat([head(x) for x in inputs.val])
+                for block in blocks:
+                    x = block(x)
+                if head is None:
+                    calib.append(x)
+                else:
+                    head.conv(x)
+        for part in parts:
+            part.eval()
+        val = []
+        for x in inputs.val:
+            for block in blocks:
+                x = block(x)
+            val.append(x if head is None else head(x))
+        return _Activations(calib if head is None else None, val)
 
     # ------------------------------------------------------------------ bookkeeping
     def _track_memory(
         self, stack: list[tuple[Genes, _Activations, dict[int, Any]]], current: list[_Activations], root: _Activations
     ) -> None:
-        """Bytes of activations alive while a block runs: pending branch points, its input and its output."""
+        """Bytes of activations alive while a segment runs: pending branch points, its input and its output."""
         live = {id(acts): acts for acts in [*(a for _, a, _ in stack), *current] if acts is not root}
         self.peak_activation_bytes = max(self.peak_activation_bytes, sum(a.nbytes for a in live.values()))

@@ -233,7 +233,7 @@ class Curves:
 
     def write(self, out_dir: Path) -> None:
         text = io.StringIO()
-        writer = csv.DictWriter(text, CURVE_COLUMNS, restval="", lineterminator="\n")
+        writer = csv.DictWriter(text, CURVE_COLUMNS, restval="", extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()} for row in self.rows)
         atomic_write_text(out_dir / "curves.csv", text.getvalue())
@@ -246,7 +246,7 @@ class Curves:
         import matplotlib.pyplot as plt
 
         steps = [r["step"] for r in self.rows]
-        val = [(r["step"], r["val_acc"], r["val_acc_best"]) for r in self.rows if "val_acc" in r]
+        val = [(r["step"], r["val_acc"], r.get("val_acc_best", r["val_acc"])) for r in self.rows if "val_acc" in r]
         fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
         ax_loss.plot(steps, [r["loss"] for r in self.rows], lw=1)
         ax_loss.set(xlabel="step", ylabel="training loss (mean over paths)")
@@ -324,7 +324,7 @@ class TrainingSetup:
     grad_clip: float = 0.0  # 0 disables
     checkpoint_every: int = 50
     eval_every: int = 0  # 0: validate only at the end (if ``evaluate`` is given)
-    evaluate: Callable[[], dict[str, float]] | None = None  # rank 0 only, e.g. random-path accuracy
+    evaluate: Callable[[], dict[str, float]] | None = None  # rank 0 only: {"val_acc": %, optional "val_acc_best": %}
     stateful: dict[str, Stateful] = field(default_factory=dict)  # saved in checkpoints (sampler, audit)
     on_save: Callable[[], None] | None = None  # rank 0, after each checkpoint (e.g. fairness.json)
     meta: dict[str, Any] = field(default_factory=dict)  # stored in checkpoints (config text, fingerprint)
@@ -367,7 +367,8 @@ def fit(model: nn.Module, run: TrainingSetup, checkpoint: dict[str, Any] | None 
         }
         if run.dist.is_main and run.evaluate is not None and (done == run.steps or (run.eval_every and done % run.eval_every == 0)):
             row.update(run.evaluate())
-            last_val = f", val {row['val_acc']:.1f}% (best path {row['val_acc_best']:.1f}%)"
+            best = f" (best path {row['val_acc_best']:.1f}%)" if "val_acc_best" in row else ""
+            last_val = f", val {row['val_acc']:.1f}%{best}"
             model.train()
         curves.add(**row)
         if bar is not None:
