@@ -19,11 +19,13 @@ def _space_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", default="imagenet", help="imagenet or cifar (stride-1 stem for 32x32 inputs)")
 
 
-def _resolve(args: argparse.Namespace):  # noqa: ANN202 - returns supernet.Arch
+def _resolve(args: argparse.Namespace):
     from supernet import ZOO, get_space, resolve_arch
 
     space_name = args.space or (ZOO[args.arch][0] if args.arch in ZOO else "moga")
-    space = get_space(space_name, num_classes=args.num_classes, resolution=args.resolution, width_mult=args.width_mult, variant=args.variant)
+    space = get_space(
+        space_name, num_classes=args.num_classes, resolution=args.resolution, width_mult=args.width_mult, variant=args.variant
+    )
     return resolve_arch(args.arch, space)
 
 
@@ -42,7 +44,9 @@ def cmd_arch_sample(args: argparse.Namespace) -> None:
 
     from supernet import Arch, get_space
 
-    space = get_space(args.space, num_classes=args.num_classes, resolution=args.resolution, width_mult=args.width_mult, variant=args.variant)
+    space = get_space(
+        args.space, num_classes=args.num_classes, resolution=args.resolution, width_mult=args.width_mult, variant=args.variant
+    )
     rng = np.random.default_rng(args.seed)
     for _ in range(args.n):
         print(Arch.random(space, rng))

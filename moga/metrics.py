@@ -25,7 +25,9 @@ def _range(fixed: float, per_layer: Sequence[np.ndarray]) -> tuple[float, float]
 
 
 class ArchMetrics:
-    def __init__(self, space: SearchSpace, tables: dict[str, LatencyTable], accuracy: AccuracyFn | None, latency_space: SearchSpace | None = None):
+    def __init__(
+        self, space: SearchSpace, tables: dict[str, LatencyTable], accuracy: AccuracyFn | None, latency_space: SearchSpace | None = None
+    ):
         """``latency_space``: the same space at the resolution latency is measured at (default ``space``)."""
         self.space, self.accuracy = space, accuracy
         self.tables = list(tables)

@@ -69,8 +69,13 @@ def build_report(run_dir: str | Path) -> Path:
 
     search = run / "search"
     if (search / "pareto.csv").exists():
-        front, budgets = annotate(read_front(search))
-        parts.append(_section("Pareto front", f"<pre>{html.escape(format_front(front))}</pre>" + _img(search / "pareto.png") + _img(search / "pareto_pairs.png")))
+        front, _ = annotate(read_front(search))
+        parts.append(
+            _section(
+                "Pareto front",
+                f"<pre>{html.escape(format_front(front))}</pre>" + _img(search / "pareto.png") + _img(search / "pareto_pairs.png"),
+            )
+        )
         parts.append(_section("Search progress (hypervolume of normalised objectives)", _img(search / "hypervolume.png")))
         if (search / "hypervolume.csv").exists():
             gens = pd.read_csv(search / "hypervolume.csv")

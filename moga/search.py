@@ -130,7 +130,14 @@ class Search:
     """One search run writing into ``out_dir`` (history, front, plots, per-generation state)."""
 
     def __init__(
-        self, space: SearchSpace, cfg: SearchConfig, metrics: Metrics, out_dir: str | Path, seed: int, config_hash: str = "", writer: bool = True
+        self,
+        space: SearchSpace,
+        cfg: SearchConfig,
+        metrics: Metrics,
+        out_dir: str | Path,
+        seed: int,
+        config_hash: str = "",
+        writer: bool = True,
     ):
         """``writer=False`` on torchrun ranks other than 0: they search in lockstep but write nothing."""
         self.space, self.cfg, self.metrics, self.seed = space, cfg, metrics, seed

@@ -58,7 +58,9 @@ class Arch:
         for pos, (token, layer) in enumerate(zip(tokens, space.layers, strict=True), start=1):
             offered = [c.token for c in layer.choices]
             if token not in offered:
-                raise UserError(f"invalid token {token!r} at position {pos} of {text!r}: layer {pos} of space {space.name!r} offers {', '.join(offered)}")
+                raise UserError(
+                    f"invalid token {token!r} at position {pos} of {text!r}: layer {pos} of space {space.name!r} offers {', '.join(offered)}"
+                )
             genes.append(offered.index(token))
         return cls(space, tuple(genes))
 

@@ -203,7 +203,9 @@ def _load_yaml(name_or_path: str) -> _SpaceYaml:
     if not path.exists():
         path = Path(name_or_path)
         if path.suffix not in (".yaml", ".yml") or not path.exists():
-            raise UserError(f"unknown search space {name_or_path!r}: registered spaces are {', '.join(registered_spaces())}, or give a path to a space YAML file")
+            raise UserError(
+                f"unknown search space {name_or_path!r}: registered spaces are {', '.join(registered_spaces())}, or give a path to a space YAML file"
+            )
     try:
         raw = yaml.safe_load(path.read_text())
         return _SpaceYaml.model_validate(raw)
@@ -283,4 +285,6 @@ def get_space(
         fc_ch=make_divisible(y.head.fc_channels * max(1.0, width_mult)) if y.head.fc_channels else 0,
         act=y.head.act,
     )
-    return SearchSpace(y.name, num_classes, resolution, width_mult, variant, stem, separable, tuple(layers), tuple(layer_hw), head, y.head.dropout)
+    return SearchSpace(
+        y.name, num_classes, resolution, width_mult, variant, stem, separable, tuple(layers), tuple(layer_hw), head, y.head.dropout
+    )

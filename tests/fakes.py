@@ -1,5 +1,7 @@
 """Deterministic stand-ins for the expensive parts (supernet accuracy, measured latency)."""
 
+from typing import ClassVar
+
 import numpy as np
 
 from supernet.arch import Arch
@@ -10,7 +12,7 @@ from supernet.space import SearchSpace
 class FakeMetrics:
     """Accuracy rises with capacity (with a per-layer twist), latency is additive per layer."""
 
-    tables = ["cpu"]
+    tables: ClassVar[list[str]] = ["cpu"]
 
     def __init__(self, space: SearchSpace, seed: int = 0):
         self.space = space

@@ -42,9 +42,9 @@ def test_read_front_paths_and_errors(tmp_path):
     toy_front().to_csv(tmp_path / "search" / "pareto.csv", index=False)
     assert len(read_front(tmp_path)) == 6
     assert len(read_front(tmp_path / "search" / "pareto.csv")) == 6
-    with pytest.raises(UserError, match="no pareto.csv"):
+    with pytest.raises(UserError, match=r"no pareto\.csv"):
         read_front(tmp_path / "nowhere")
     bad = tmp_path / "bad.csv"
     bad.write_text("x,y\n1,2\n")
-    with pytest.raises(UserError, match="missing columns"):
+    with pytest.raises(UserError, match=r"missing columns"):
         read_front(bad)

@@ -57,7 +57,7 @@ def test_second_run_skips_finished_stages(finished_run, capsys):
 
 
 def test_changed_config_is_refused_naming_the_key(finished_run):
-    cfg, run = finished_run
+    cfg, _ = finished_run
     changed = cfg.model_copy(update={"supernet": cfg.supernet.model_copy(update={"steps": 3})})
     with pytest.raises(UserError, match=r"changed: supernet\.steps"):
         run_experiment(changed, progress=False)

@@ -30,7 +30,7 @@ def test_outputs(tmp_path):
     # the front is non-dominated: no row beats another on all three objectives
     F = np.column_stack([-front["accuracy"], front["latency_ms"], -front["params"]])
     for i in range(len(F)):
-        assert not np.any(np.all(F <= F[i], axis=1) & np.any(F < F[i], axis=1))
+        assert not np.any(np.all(F[i] >= F, axis=1) & np.any(F[i] > F, axis=1))
     hv = pd.read_csv(out / "hypervolume.csv")["hypervolume"]
     assert len(hv) == 5 and hv.is_monotonic_increasing and hv.iloc[-1] > 0
 

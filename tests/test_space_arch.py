@@ -95,9 +95,11 @@ head: {channels: 64, act: relu, dropout: 0.0}
 
 def test_bad_yaml_space_names_the_field(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("name: bad\nstem: {channels: 8, act: gelu}\nlayers: {out_channels: [8], strides: [1], acts: relu}\n"
-                    "choices: {kernels: [3], expansions: [3]}\nhead: {channels: 16, act: relu}\n")
-    with pytest.raises(UserError, match="stem.act"):
+    path.write_text(
+        "name: bad\nstem: {channels: 8, act: gelu}\nlayers: {out_channels: [8], strides: [1], acts: relu}\n"
+        "choices: {kernels: [3], expansions: [3]}\nhead: {channels: 16, act: relu}\n"
+    )
+    with pytest.raises(UserError, match=r"stem\.act"):
         get_space(str(path))
 
 
