@@ -8,18 +8,14 @@ runs this same command, rank 0 alone holds the run-directory lock and writes fil
 from __future__ import annotations
 
 import argparse
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from moga.experiment import experiment_dataset, experiment_space, locked_on_rank0
 from supernet.errors import UserError
 
 if TYPE_CHECKING:
-    from moga.config import ExperimentConfig
-    from supernet.data import Dataset
-    from supernet.space import SearchSpace
-    from supernet.train import DistContext
+    pass
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,40 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument("--zoo", action="append", help="zoo model name, e.g. moga_a (repeatable)")
     p.add_argument("--checkpoint", default=None, help="supernet file (default: <run_dir>/supernet/supernet.pt)")
     p.set_defaults(func=cmd_eval)
-
-
-def experiment_space(cfg: ExperimentConfig) -> SearchSpace:
-    from supernet.space import get_space
-
-    s = cfg.space
-    return get_space(s.name, num_classes=s.num_classes, resolution=s.resolution, width_mult=s.width_mult, variant=s.variant)
-
-
-def experiment_dataset(cfg: ExperimentConfig) -> Dataset:
-    from supernet.data import load_dataset
-
-    d = cfg.data
-    return load_dataset(
-        d.kind, d.path, cfg.space.resolution, search_val_per_class=d.search_val_per_class, seed=cfg.seed, num_workers=d.workers
-    )
-
-
-@contextlib.contextmanager
-def locked_on_rank0(run_dir: Path, ctx: DistContext) -> Iterator[None]:
-    """Rank 0 holds the run-directory lock; if it cannot, every rank stops (none waits forever)."""
-    from moga.runio import run_lock
-    from supernet.train import all_ranks_ok
-
-    with contextlib.ExitStack() as stack:
-        error: UserError | None = None
-        if ctx.is_main:
-            try:
-                stack.enter_context(run_lock(run_dir))
-            except UserError as exc:
-                error = exc
-        if not all_ranks_ok(error is None, ctx):
-            raise error or UserError(f"rank 0 could not lock {run_dir}")
-        yield
 
 
 def cmd_train(args: argparse.Namespace) -> None:
