@@ -69,7 +69,8 @@ CACHE_FORMAT = "moga-subnet-accuracy-v1"
 
 @dataclass(frozen=True)
 class _Activations:
-    """One trie node's outputs: train-mode on the calibration images, eval-mode on the validation images.
+    """Activations at one point of the trie (the stem features, or a branch point's outputs): train-mode on
+    the calibration images, eval-mode on the validation images.
 
     Kept as the list of chunks they were computed in: the chunk boundaries are fixed once (calibration
     batches; evaluation chunks) and every later block runs chunk by chunk, so nothing is ever concatenated.
@@ -98,7 +99,7 @@ def _start_recalibration(module: nn.Module) -> None:
 
 @contextmanager
 def _restored(net: nn.Module, parts: Sequence[nn.Module]) -> Iterator[None]:
-    """Run a block that rewrites BN statistics in ``parts``; put back every buffer and train/eval flag."""
+    """Around code that rewrites the BN statistics in ``parts``: put back every buffer and train/eval flag."""
     flags = [(m, m.training) for m in net.modules()]
     saved = [
         (bn, bn.momentum, bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())

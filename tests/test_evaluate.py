@@ -101,6 +101,8 @@ def test_trie_equals_one_by_one_exactly(net, data):
     assert trie.blocks_run == 2 * count_prefixes(distinct)  # logits() once, evaluate() once
     assert single.blocks_run == 2 * len(distinct) * net.space.num_layers
     assert trie.blocks_run < single.blocks_run
+    # One path at a time streams chunk by chunk and stores nothing; the trie keeps its branch points only.
+    assert single.peak_activation_bytes == 0 < trie.peak_activation_bytes
 
 
 def test_trie_equals_one_by_one_on_the_moga_space(data):
