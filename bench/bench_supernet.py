@@ -20,7 +20,8 @@ Measured in one process, interleaved, so ratios are comparable on a shared, nois
 
 Throughput is in path-images/s (images x paths per second), so the supernet and a standalone network
 compare directly. Peak memory is the process's peak RSS during each method (the kernel's high-water mark
-is reset through ``/proc/self/clear_refs`` before each), minus the RSS before it.
+is reset through ``/proc/self/clear_refs``) minus the RSS before it, after one warm-up run, each method in
+a fresh process (memory a method frees stays mapped by malloc and would flatter the methods measured later).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +62,18 @@ def peak_rss_mb(fn: Callable[[], None]) -> float:
     return (_rss_kb("VmHWM") - before) / 1024
 
 
+def _memory_in_subprocess(method: str) -> float:
+    """Peak memory of one method in a fresh process: in one process, memory freed by the method measured
+    first stays mapped (malloc keeps it) and would make every later method look cheaper."""
+    argv, skip = [], False
+    for a in sys.argv[1:]:  # drop --json PATH / --json=PATH: only the parent writes results
+        if not skip and not a.startswith("--json"):
+            argv.append(a)
+        skip = a == "--json"
+    done = subprocess.run([sys.executable, __file__, *argv, "--only", method], capture_output=True, text=True, check=True)
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"])
+
+
 def timed(fn: Callable[[], None]) -> float:
     t = time.perf_counter()
     fn()
@@ -83,6 +98,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--only", default=None, help=argparse.SUPPRESS)  # internal: one method once, print its peak memory
     args = p.parse_intermixed_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -128,7 +144,12 @@ def main() -> None:
             sgd_standalone.step()
 
     methods = {"fair step": fair_step, f"{m} path steps": path_steps, f"MoGA-A x{m}": standalone_steps, "shared part": shared_part}
-    memory = {name: peak_rss_mb(fn) for name, fn in methods.items()}  # also the warm-up round
+    if args.only is not None:
+        fn = methods[args.only]
+        fn()  # warm-up: one-time allocations (weights' gradients, momentum, oneDNN caches)
+        print(json.dumps({"peak_mb": peak_rss_mb(fn)}))
+        return
+    memory = {name: _memory_in_subprocess(name) for name in methods}
     times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(args.repeats):
         for name, fn in methods.items():

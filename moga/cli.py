@@ -20,9 +20,10 @@ def _space_args(p: argparse.ArgumentParser) -> None:
 
 
 def _resolve(args: argparse.Namespace):
-    from supernet import ZOO, get_space, resolve_arch
+    from supernet import get_space, resolve_arch
+    from supernet.zoo import zoo_entry, zoo_name
 
-    space_name = args.space or (ZOO[args.arch][0] if args.arch in ZOO else "moga")
+    space_name = args.space or (zoo_entry(args.arch)[0] if zoo_name(args.arch) else "moga")
     space = get_space(
         space_name, num_classes=args.num_classes, resolution=args.resolution, width_mult=args.width_mult, variant=args.variant
     )

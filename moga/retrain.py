@@ -36,7 +36,7 @@ from moga.runio import atomic_write_text, config_hash, read_json, write_json
 from supernet.arch import Arch
 from supernet.errors import UserError
 from supernet.model import count, resolve_arch
-from supernet.zoo import ZOO
+from supernet.zoo import zoo_entry
 
 if TYPE_CHECKING:
     import torch
@@ -119,8 +119,7 @@ def resolve_pick(cfg: ExperimentConfig, *, row: str | None = None, arch: str | N
         acc = float(found["accuracy"]) if pd.notna(found["accuracy"]) else None
         return Pick(picked, "row", str(int(found["id"])), acc)
     if zoo is not None:
-        if zoo not in ZOO:
-            raise UserError(f"unknown zoo model {zoo!r}: known are {', '.join(ZOO)}")
+        zoo_entry(zoo)  # an unknown name is a UserError listing the zoo
         picked = resolve_arch(zoo, space)
         return Pick(picked, "zoo", zoo, known_supernet_acc(cfg, picked))
     picked = Arch.parse(space, str(arch))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from supernet.depthwise import DepthwiseConv2d
 from supernet.space import BlockShape
 
 
@@ -22,7 +23,10 @@ def make_act(name: str) -> nn.Module:
 class ConvBNAct(nn.Sequential):
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: str = "identity"):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+        if groups > 1 and groups == cin == cout:
+            self.conv: nn.Conv2d = DepthwiseConv2d(cin, kernel, stride)
+        else:
+            self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout)
         self.act = make_act(act)
 

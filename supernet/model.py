@@ -9,7 +9,7 @@ from torch import nn
 from supernet.arch import Arch
 from supernet.blocks import build_block, init_weights
 from supernet.space import BlockShape, SearchSpace, get_space
-from supernet.zoo import ZOO, zoo_entry
+from supernet.zoo import zoo_entry, zoo_name
 
 
 class MobileNet(nn.Module):
@@ -36,7 +36,7 @@ def resolve_arch(arch: str | Arch, space: str | SearchSpace = "moga", **space_kw
     """An ``Arch`` from an ``Arch``, a zoo name or an architecture string of ``space``."""
     if isinstance(arch, Arch):
         return arch
-    if arch in ZOO:
+    if zoo_name(arch) is not None:
         space_name, arch = zoo_entry(arch)
         if isinstance(space, SearchSpace):
             if space.name != space_name:

@@ -13,9 +13,15 @@ ZOO: dict[str, tuple[str, str]] = {
 }
 
 
+def zoo_name(name: str) -> str | None:
+    """The zoo key of ``name`` spelled either way ("moga_a", "MoGA-A"), or None when it is not in the zoo."""
+    key = name.lower().replace("-", "_")
+    return key if key in ZOO else None
+
+
 def zoo_entry(name: str) -> tuple[str, str]:
     """(space, architecture string) of a published network."""
-    try:
-        return ZOO[name]
-    except KeyError:
-        raise UserError(f"unknown zoo model {name!r}: known are {', '.join(ZOO)}") from None
+    key = zoo_name(name)
+    if key is None:
+        raise UserError(f"unknown zoo model {name!r}: known are {', '.join(ZOO)}")
+    return ZOO[key]

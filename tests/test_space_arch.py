@@ -106,3 +106,14 @@ def test_bad_yaml_space_names_the_field(tmp_path):
 def test_unknown_space():
     with pytest.raises(UserError, match="unknown search space 'mogaa'"):
         get_space("mogaa")
+
+
+def test_zoo_names_are_accepted_as_published() -> None:
+    from supernet.model import resolve_arch
+
+    assert resolve_arch("MoGA-A") == resolve_arch("moga_a")
+    assert resolve_arch("FairNAS-C").space.name == "fairnas"
+    with pytest.raises(UserError, match="unknown"):
+        from supernet.zoo import zoo_entry
+
+        zoo_entry("MoGA-Z")
