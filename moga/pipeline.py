@@ -19,6 +19,7 @@ from moga.config import ExperimentConfig, dump_config
 from moga.experiment import experiment_dataset, experiment_space, locked_on_rank0
 from moga.runio import atomic_write_text, config_hash, read_json, write_json
 from supernet.errors import UserError
+from supernet.io import differences
 
 # the config sections each stage's output depends on
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -31,13 +32,6 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 def stage_hash(cfg: ExperimentConfig, stage: str) -> str:
     dump = cfg.model_dump(mode="json")
     return config_hash({k: dump[k] for k in STAGE_SECTIONS[stage]})
-
-
-def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = sorted(set(old) | set(new))
-        return [k for key in keys for k in _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
-    return [] if old == new else [prefix.rstrip(".")]
 
 
 class StageLog:
@@ -79,8 +73,8 @@ def check_run_dir(cfg: ExperimentConfig, log: StageLog) -> None:
     for stage, sections in STAGE_SECTIONS.items():
         entry = log.stages.get(stage)
         if entry and entry.get("hash") != stage_hash(cfg, stage):
-            changed = _changed_keys({k: old.get(k) for k in sections}, {k: new[k] for k in sections})
-            shown = ", ".join(changed[:5]) or "(unknown)"
+            changed = differences({k: old.get(k) for k in sections}, {k: new[k] for k in sections})
+            shown = "; ".join(changed[:5]) or "(unknown)"
             raise UserError(
                 f"{cfg.run_path} holds a {stage} stage made with other settings (changed: {shown}); "
                 f"pass run_dir=<new directory> or name=<new name> to start a separate run"

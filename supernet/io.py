@@ -43,3 +43,10 @@ def read_json(path: str | Path) -> Any:
         raise UserError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: corrupt JSON ({exc})") from None
+
+
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Where two nested settings dicts differ, as ``"key.path (old -> new)"``, in key order."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new)) for d in differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [f"{prefix[:-1]} ({old!r} -> {new!r})"]

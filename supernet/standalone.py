@@ -32,6 +32,7 @@ from supernet.arch import Arch
 from supernet.config import RetrainConfig
 from supernet.data import Dataset
 from supernet.errors import UserError
+from supernet.io import differences
 from supernet.model import MobileNet
 from supernet.supernet import Supernet
 from supernet.train import (
@@ -118,18 +119,12 @@ def standalone_fingerprint(arch: Arch, dataset: Dataset, cfg: RetrainConfig, see
     }
 
 
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [d for k in sorted(set(old) | set(new)) for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
-    return [] if old == new else [f"{prefix[:-1]} ({old!r} -> {new!r})"]
-
-
 def _plan_run(out_dir: Path, fingerprint: dict[str, Any], resume: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(checkpoint to resume from, result of a finished run); at most one is set. Never overwrites a run."""
     last, final = out_dir / "last.pt", out_dir / "model.pt"
     if final.exists():
         done = load_checkpoint(final, expect=STANDALONE_FORMAT)
-        if diff := _differences(done.get("fingerprint"), fingerprint):
+        if diff := differences(done.get("fingerprint"), fingerprint):
             raise UserError(
                 f"{final} holds a network trained with other settings ({'; '.join(diff[:3])}): "
                 f"use another run_dir, or delete {out_dir} to retrain"
@@ -140,7 +135,7 @@ def _plan_run(out_dir: Path, fingerprint: dict[str, Any], resume: bool) -> tuple
     ckpt = load_checkpoint(last, expect=CHECKPOINT_FORMAT)
     if not resume:
         raise UserError(f"{out_dir} holds an unfinished training run (step {ckpt['step']}): pass --resume to continue it, or delete it")
-    if diff := _differences(ckpt.get("fingerprint"), fingerprint):
+    if diff := differences(ckpt.get("fingerprint"), fingerprint):
         raise UserError(
             f"cannot resume {last}: it was trained with other settings ({'; '.join(diff[:3])}); delete it or use another run_dir"
         )

@@ -53,7 +53,7 @@ from supernet.blocks import InvertedResidual
 from supernet.config import SupernetConfig
 from supernet.data import Dataset, TensorLoader
 from supernet.errors import UserError
-from supernet.io import atomic_write_bytes, atomic_write_text, write_json
+from supernet.io import atomic_write_bytes, atomic_write_text, differences, write_json
 from supernet.sampler import FairnessAudit, Genes, PathSampler, make_sampler
 from supernet.space import BlockShape, Choice, LayerSpec, SearchSpace
 from supernet.supernet import Supernet
@@ -559,23 +559,17 @@ def training_fingerprint(space: SearchSpace, dataset: Dataset, cfg: SupernetConf
     }
 
 
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [d for k in sorted(set(old) | set(new)) for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
-    return [] if old == new else [f"{prefix[:-1]} ({old!r} -> {new!r})"]
-
-
 def _plan_run(out_dir: Path, fingerprint: dict[str, Any], resume: bool) -> tuple[dict[str, Any] | None, bool]:
     """(checkpoint to resume from or None, already finished). Never silently overwrites a run."""
     last, final = out_dir / "last.pt", out_dir / "supernet.pt"
     if resume and last.exists():
         ckpt = load_checkpoint(last, expect=CHECKPOINT_FORMAT)
-        if diff := _differences(ckpt.get("fingerprint"), fingerprint):
+        if diff := differences(ckpt.get("fingerprint"), fingerprint):
             raise UserError(f"cannot resume {last}: it was trained with other settings ({'; '.join(diff[:3])}); use another run_dir")
         return ckpt, False
     if final.exists():
         done = load_checkpoint(final, expect=SUPERNET_FORMAT)
-        if diff := _differences(done.get("fingerprint"), fingerprint):
+        if diff := differences(done.get("fingerprint"), fingerprint):
             raise UserError(
                 f"{final} holds a supernet trained with other settings ({'; '.join(diff[:3])}): "
                 f"use another run_dir, or delete {out_dir} to retrain"
