@@ -237,5 +237,26 @@ def load_tables(cfg: Any) -> dict[str, LatencyTable]:
             raise UserError(f"latency table {name!r} is not in {path.parent}: run `moga lut build` to {source}")
         table = LatencyTable.load(path)
         table.check_space(space, batch=tc.batch)
+        if not tc.path:
+            _check_measured_with(table, tc, name)
         tables[name] = table
     return tables
+
+
+def _check_measured_with(table: LatencyTable, tc: Any, name: str) -> None:
+    """Refuse a table in the run directory measured with another backend, thread count or clock than
+    ``lut.tables.<name>`` asks for (``moga lut build`` measures it again)."""
+    from lut.measure import ORT_PROVIDERS
+
+    if tc.backend == "fake":
+        want: dict[str, Any] = {"runtime": "fake", "provider": "fake"}
+    else:
+        provider = ORT_PROVIDERS[tc.backend.removeprefix("onnxruntime-")]
+        want = {"runtime": "onnxruntime", "provider": provider, "threads": tc.threads, "clock": tc.clock}
+    have = {k: table.header.get(k, "wall" if k == "clock" else None) for k in want}
+    if have != want:
+        shown = ", ".join(f"{k} {have[k]} (wants {want[k]})" for k in want if have[k] != want[k])
+        raise UserError(
+            f"table {table.source} was measured with other settings than lut.tables.{name} asks for: {shown}; "
+            f"run `moga lut build` to measure it again"
+        )

@@ -91,7 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in _extra_commands():
         register(sub)
+    _intermix_overrides(parser)
     return parser
+
+
+def _intermix_overrides(parser: argparse.ArgumentParser) -> None:
+    """Every command taking ``key=value`` overrides accepts them after its options too (``moga search
+    EXP.yaml --resume search.generations=8``), as ``moga retrain`` does: see ``cli_retrain._IntermixedParser``."""
+    from moga.cli_retrain import _IntermixedParser
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                _intermix_overrides(child)
+        elif action.dest == "overrides" and type(parser) is argparse.ArgumentParser:
+            parser.__class__ = _IntermixedParser
 
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:

@@ -55,7 +55,7 @@ class SearchConfig(Section):
     weighted_crowding: bool = True
     crossover: Literal["uniform", "one_point", "two_point"] = "uniform"
     crossover_prob: float = Field(default=0.9, ge=0, le=1)
-    mutation_prob: float | None = None  # per layer; None = 1 / layers
+    mutation_prob: float | None = Field(default=None, ge=0, le=1)  # per layer; None = 1 / layers
     reinforced_ratio: float = Field(default=0.5, ge=0, le=1)  # share of mutations proposed by the controller
     controller_lr: float = Field(default=0.1, gt=0)
     algorithm: Literal["nsga2", "random"] = "nsga2"
@@ -140,6 +140,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raw = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise UserError(f"config file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not text
+            raise UserError(f"cannot read config file {path}: {exc}") from None
         except yaml.YAMLError as exc:
             raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         if not isinstance(raw, dict):

@@ -175,6 +175,18 @@ def search_stage(cfg: ExperimentConfig, resume: bool, progress: bool, writer: bo
     return {"evaluations": len(result.history), "front_size": len(result.pareto)}
 
 
+def check_search_setup(cfg: ExperimentConfig) -> None:
+    """The search's objectives and constraints against the latency tables (exact metric ranges), so a search
+    that cannot run is refused before a supernet is trained for it."""
+    from lut.build import load_tables, lut_space
+    from moga.metrics import ArchMetrics
+    from moga.objectives import check_satisfiable, make_objectives, parse_constraint
+
+    metrics = ArchMetrics(experiment_space(cfg), load_tables(cfg), None, lut_space(cfg))
+    make_objectives([(o.name, o.weight, o.maximize) for o in cfg.search.objectives], metrics.tables)
+    check_satisfiable([parse_constraint(c, metrics.tables) for c in cfg.search.constraints], metrics.bounds)
+
+
 def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> Path:
     from moga.report import build_report
     from supernet.train import init_distributed
@@ -190,6 +202,8 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> Path:
         if ctx.is_main:  # measuring latency in parallel on one machine would corrupt the timings
             log.run("lut", stage_hash(cfg, "lut"), lambda: lut_stage(cfg, main_progress))
         _barrier(ctx)
+        if not log.done("search", stage_hash(cfg, "search")):
+            check_search_setup(cfg)
         log.run("supernet", stage_hash(cfg, "supernet"), lambda: supernet_stage(cfg, ctx, device, main_progress))
         log.run("search", stage_hash(cfg, "search"), lambda: search_stage(cfg, True, main_progress, ctx.is_main))
         if ctx.is_main:

@@ -287,6 +287,7 @@ def retrain(
             if ctx.is_main:
                 update_summary(out.parent / "summary.csv", result)
             return {**result, "status": "already retrained"}
+        predicted_latency(cfg, pick.arch)  # a table that does not fit the space fails now, not after training
         start = time.perf_counter()
         trained = train_standalone(
             pick.arch,

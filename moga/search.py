@@ -172,6 +172,7 @@ class Search:
     # ------------------------------------------------------------------ loop
     def run(self, resume: bool = False, progress: bool = True) -> SearchResult:
         state = self._load_state(resume)
+        self._saved_generations: list[dict] = state.get("generations", [])
         record = EvaluationRecord(self.space, self.metrics, state["records"])
         problem = ArchProblem(self.space, self.objectives, self.constraints, record)
         gens: list[dict] = []
@@ -214,19 +215,24 @@ class Search:
 
     def _end_generation(self, record: EvaluationRecord, gens: list[dict], start: float, before: tuple[float, int], feedback: dict,
                         completed: int, mutation: HybridMutation | None, bar: tqdm) -> None:  # fmt: skip
-        F, cv = self._objective_matrix(record)
-        front = _feasible_front(F, cv)
-        hv = float(HV(ref_point=np.ones(F.shape[1]))(np.clip(self.normalise(F[front]), 0, 1))) if len(front) else 0.0
-        eval_s = record.eval_seconds - before[0]
-        total_s = time.perf_counter() - start
-        gens.append(
-            {"generation": len(gens) + 1, "evaluated": record.new_evaluations - before[1], "total_evaluated": len(record.records),
-             "eval_s": eval_s, "generation_s": total_s, "bookkeeping_s": max(total_s - eval_s, 0.0), "hypervolume": hv,
-             "front_size": len(front), "replayed": len(gens) < completed} | feedback
-        )  # fmt: skip
+        if len(gens) < min(completed, len(self._saved_generations)):
+            # a replayed generation: its row as recorded when it ran (the record now also holds later generations)
+            gens.append(self._saved_generations[len(gens)] | {"replayed": True})
+        else:
+            F, cv = self._objective_matrix(record)
+            front = _feasible_front(F, cv)
+            hv = float(HV(ref_point=np.ones(F.shape[1]))(np.clip(self.normalise(F[front]), 0, 1))) if len(front) else 0.0
+            eval_s = record.eval_seconds - before[0]
+            total_s = time.perf_counter() - start
+            gens.append(
+                {"generation": len(gens) + 1, "evaluated": record.new_evaluations - before[1], "total_evaluated": len(record.records),
+                 "eval_s": eval_s, "generation_s": total_s, "bookkeeping_s": max(total_s - eval_s, 0.0), "hypervolume": hv,
+                 "front_size": len(front), "replayed": len(gens) < completed} | feedback
+            )  # fmt: skip
+        hv, front_size = gens[-1]["hypervolume"], gens[-1]["front_size"]
         if len(gens) > completed and self.writer:
             self._save_state(record, len(gens), gens, mutation)
-        bar.set_postfix(evals=len(record.records), front=len(front), hv=f"{hv:.4f}")
+        bar.set_postfix(evals=len(record.records), front=front_size, hv=f"{hv:.4f}")
         bar.update(1)
 
     def _objective_matrix(self, record: EvaluationRecord) -> tuple[np.ndarray, np.ndarray]:
