@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from supernet.arch import Arch
-from supernet.blocks import build_block, init_weights
+from supernet.blocks import InvertedResidual, SqueezeExcite, build_block, init_weights
 from supernet.model import MobileNet
 from supernet.space import SearchSpace
 
@@ -63,3 +63,36 @@ class Supernet(nn.Module):
             state[key] = value.clone()
         model.load_state_dict(state)
         return model.to(next(self.parameters()).device)
+
+
+@torch.no_grad()
+def align_choices(net: Supernet) -> None:
+    """Start every choice of a layer as the same function (in training mode), so every path starts as
+    the same network and the supernet first learns like one network; the choices then drift apart as
+    each is trained by its own paths. Strict fairness is untouched: this only sets initial weights.
+
+    Per layer, from one random draw: choice ``c`` takes the first ``mid_c`` expansion filters; its
+    depthwise kernel is the shared 3x3 kernel in the centre of zeros (a 7x7 starts as the 3x3); projection
+    columns beyond the smallest expansion start at zero (the extra channels grow in); squeeze-excite
+    gates start constant (expand weights zero), a uniform scale that the projection's BN removes.
+    """
+    for blocks in net.layers:
+        irs = [b for b in blocks if isinstance(b, InvertedResidual)]
+        if len(irs) < 2 or any(isinstance(b.expand, nn.Identity) for b in irs):
+            continue  # nothing to align, or a choice without an expansion conv (its channels are its input's)
+        widest = max(irs, key=lambda b: b.depthwise.conv.weight.shape[0])
+        mid_max = widest.depthwise.conv.weight.shape[0]
+        mid_min = min(b.depthwise.conv.weight.shape[0] for b in irs)
+        expand = widest.expand.conv.weight.clone()
+        project = widest.project.conv.weight.clone()
+        project[:, mid_min:] = 0
+        kernel3 = torch.empty(mid_max, 1, 3, 3, device=expand.device)
+        nn.init.kaiming_normal_(kernel3, mode="fan_out")
+        for b in irs:
+            mid, k = b.depthwise.conv.weight.shape[0], b.depthwise.conv.weight.shape[-1]
+            b.expand.conv.weight.copy_(expand[:mid])
+            b.project.conv.weight.copy_(project[:, :mid])
+            b.depthwise.conv.weight.zero_()
+            b.depthwise.conv.weight[:, :, k // 2 - 1 : k // 2 + 2, k // 2 - 1 : k // 2 + 2] = kernel3[:mid]
+            if isinstance(b.se, SqueezeExcite):
+                b.se.expand.weight.zero_()

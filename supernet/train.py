@@ -56,7 +56,7 @@ from supernet.errors import UserError
 from supernet.io import atomic_write_bytes, atomic_write_text, differences, write_json
 from supernet.sampler import FairnessAudit, Genes, PathSampler, make_sampler
 from supernet.space import BlockShape, Choice, LayerSpec, SearchSpace
-from supernet.supernet import Supernet
+from supernet.supernet import Supernet, align_choices
 
 CHECKPOINT_FORMAT = "moga-train-checkpoint-v1"
 SUPERNET_FORMAT = "moga-supernet-v1"
@@ -698,6 +698,8 @@ def _check_inputs(space: SearchSpace, dataset: Dataset, cfg: SupernetConfig, ctx
 def _initial_supernet(space: SearchSpace, cfg: SupernetConfig, seed: int, device: torch.device) -> Supernet:
     torch.manual_seed(seed)
     net = Supernet(space)
+    if cfg.choice_init == "aligned":
+        align_choices(net)
     if cfg.zero_init_residual:
         zero_init_residual(net)
     net = net.to(device)

@@ -61,3 +61,17 @@ def test_every_experiment_config_loads():
     assert len(configs) >= 10
     for path in configs:
         assert isinstance(load_config(path), ExperimentConfig)
+
+
+def test_atomic_writes_give_ordinary_file_permissions(tmp_path):
+    import os
+    import stat
+
+    from supernet.io import atomic_write_text
+
+    path = tmp_path / "out.json"
+    atomic_write_text(path, "{}")
+    reference = tmp_path / "plain.json"
+    reference.write_text("{}")
+    assert stat.S_IMODE(os.stat(path).st_mode) == stat.S_IMODE(os.stat(reference).st_mode)
+    assert path.read_text() == "{}" and not list(tmp_path.glob(".*.tmp"))
