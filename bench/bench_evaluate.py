@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_evaluate.py                      # MoGA cifar 32², 1000 calib + 1000 val images
     .venv/bin/python bench/bench_evaluate.py --val-per-class 200  # 2000 val images (the ~1 s/candidate reference)
     .venv/bin/python bench/bench_evaluate.py --founders 0         # a random population: the trie's worst case
+    .venv/bin/python bench/bench_evaluate.py --variant imagenet --width-mult 0.5   # the quickstart's space
 
 The population imitates one late NSGA-II generation: ``--generations`` rounds of uniform crossover and
 per-layer mutation (probability 1/L) starting from a converged-ish pool of ``--founders`` genomes, so
@@ -120,6 +121,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default="moga")
     p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--variant", default="cifar", help="space stride variant: cifar or imagenet (the quickstart's)")
+    p.add_argument("--width-mult", type=float, default=1.0)
     p.add_argument("--calib-images", type=int, default=1000)
     p.add_argument("--calib-batch-size", type=int, default=100, help="BN recalibration batch")
     p.add_argument("--val-per-class", type=int, default=None, help="search_val images per class (data.py default: 100)")
@@ -141,7 +144,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_dataset("embedded", resolution=args.resolution, search_val_per_class=args.val_per_class, seed=args.seed)
-    space = get_space(args.space, num_classes=len(data.classes), resolution=args.resolution, variant="cifar")
+    space = get_space(
+        args.space, num_classes=len(data.classes), resolution=args.resolution, width_mult=args.width_mult, variant=args.variant
+    )
     torch.manual_seed(args.seed)
     net = Supernet(space).eval()  # random weights: the cost does not depend on training
     pop = simulate_offspring(space, np.random.default_rng(args.seed), args.population, args.generations, args.founders)

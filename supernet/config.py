@@ -43,7 +43,7 @@ class SupernetConfig(Section):
     shared_grad: Literal["mean", "sum"] = "mean"  # fair step: average the m-fold accumulated grads of shared parts
     grad_clip: float = Field(default=5.0, ge=0)  # 0 disables
     zero_init_residual: bool = False  # residual choice blocks start as identity (last BN scale 0)
-    choice_init: Literal["independent", "aligned"] = "independent"  # aligned: a layer's choices start as one function
+    choice_init: Literal["independent", "aligned"] = "aligned"  # a layer's choices start as one function (BENCHMARKS.md)
     micro_batches: int = Field(default=1, ge=1)  # per-rank batch split in chunks (per-chunk BN stats), grads averaged
     channels_last: bool = True
     amp: bool = True  # mixed precision, CUDA only
