@@ -1,14 +1,15 @@
 """Benchmark: the FairNAS step with shared stem features vs 12 standalone path steps, and throughput.
 
-    .venv/bin/python bench/bench_supernet.py                      # MoGA space, cifar variant 32², batch 128
-    .venv/bin/python bench/bench_supernet.py --batch 32 --repeats 3
-    .venv/bin/python bench/bench_supernet.py --variant imagenet   # the 10x cheaper 32² variant
+    .venv/bin/python bench/bench_supernet.py --variant imagenet   # MoGA space, ImageNet strides at 32², batch 128
+    .venv/bin/python bench/bench_supernet.py --variant imagenet --width-mult 0.5 --batch 64   # the quickstart's
+    .venv/bin/python bench/bench_supernet.py --width-mult 0.25    # cifar strides (32x32 maps): 16x the work
 
 Learning efficiency (item 11): train a supernet on the embedded CIFAR-10 subset with ``supernet.*``
 overrides, then report random-path validation accuracy (BN recalibrated) and, with ``--standalone``, a
 standalone network trained for the same number of optimizer updates with the same settings:
 
-    .venv/bin/python bench/bench_supernet.py learn --width-mult 0.25 --standalone moga_a steps=40 batch_size=32 lr=0.2
+    .venv/bin/python bench/bench_supernet.py learn --variant imagenet --width-mult 0.5 steps=300 batch_size=64 warmup_steps=10
+    .venv/bin/python bench/bench_supernet.py learn --variant imagenet --width-mult 0.5 --no-supernet --standalone random steps=300 batch_size=64 warmup_steps=10
 
 Measured in one process, interleaved, so ratios are comparable on a shared, noisy machine:
 
@@ -86,6 +87,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="learn: SupernetConfig key=value settings, e.g. steps=40 lr=0.2")
     p.add_argument("--standalone", default=None, help="learn: also train this zoo model (or 'random': a random path) from scratch")
     p.add_argument("--eval-paths", type=int, default=4, help="learn: random paths validated")
+    p.add_argument("--no-supernet", action="store_true", help="learn: only the --standalone network")
     p.add_argument("--calib", type=int, default=500, help="learn: BN recalibration images")
     p.add_argument("--val", type=int, default=0, help="learn: validation images (0: all 1000 of search_val)")
     p.add_argument("--seed", type=int, default=0)
@@ -228,14 +230,15 @@ def learn(args: argparse.Namespace) -> None:
     data = load_dataset("embedded", resolution=args.resolution, seed=args.seed)
     result: dict[str, object] = {"space": f"{space.name}/{args.variant}/{args.resolution}/w{args.width_mult}", "settings": settings}
     with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
-        net = train_supernet(space, data, cfg, Path(tmp) / "supernet", seed=args.seed, progress=False)
-        result["supernet_train_s"] = round(time.perf_counter() - t, 1)
         archs = validation_archs(space, args.eval_paths, seed=1234)  # the same paths for every setting
-        evaluator = SubnetEvaluator(net, data, args.calib, args.val, 250, seed=args.seed, channels_last=cfg.channels_last)
-        acc = evaluator.evaluate(archs)
-        result["paths_val_acc"] = [round(a, 1) for a in acc]
-        result["paths_val_mean"] = round(statistics.mean(acc), 2)
+        if not args.no_supernet:
+            t = time.perf_counter()
+            net = train_supernet(space, data, cfg, Path(tmp) / "supernet", seed=args.seed, progress=False)
+            result["supernet_train_s"] = round(time.perf_counter() - t, 1)
+            evaluator = SubnetEvaluator(net, data, args.calib, args.val, 250, seed=args.seed, channels_last=cfg.channels_last)
+            acc = evaluator.evaluate(archs)
+            result["paths_val_acc"] = [round(a, 1) for a in acc]
+            result["paths_val_mean"] = round(statistics.mean(acc), 2)
         if args.standalone:
             arch = archs[0] if args.standalone == "random" else args.standalone
             torch.manual_seed(args.seed)
