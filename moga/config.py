@@ -59,6 +59,7 @@ class SearchConfig(Section):
     reinforced_ratio: float = Field(default=0.5, ge=0, le=1)  # share of mutations proposed by the controller
     controller_lr: float = Field(default=0.1, gt=0)
     algorithm: Literal["nsga2", "random"] = "nsga2"
+    seed: int | None = None  # the search's own seed (default: the experiment's); the data split keeps the experiment's
 
     @field_validator("objectives")
     @classmethod

@@ -166,11 +166,12 @@ def search_stage(cfg: ExperimentConfig, resume: bool, progress: bool, writer: bo
         path = cfg.run_path / "supernet" / "supernet.pt"
         if not path.exists():
             raise UserError(f"no trained supernet at {path}: run `moga supernet train` (or `moga run`) first")
-        net = load_supernet(path, cfg.device)
+        net = load_supernet(path, cfg.device, data_seed=cfg.seed)
         evaluator = SubnetEvaluator.from_config(net, experiment_dataset(cfg), cfg.supernet, seed=cfg.seed)
         accuracy = shared_across_ranks(evaluator.evaluate)
     metrics = ArchMetrics(space, load_tables(cfg), accuracy, lut_space(cfg))
-    search = Search(space, cfg.search, metrics, cfg.run_path / "search", cfg.seed, stage_hash(cfg, "search"), writer=writer)
+    seed = cfg.seed if cfg.search.seed is None else cfg.search.seed
+    search = Search(space, cfg.search, metrics, cfg.run_path / "search", seed, stage_hash(cfg, "search"), writer=writer)
     result = search.run(resume=resume, progress=progress)
     return {"evaluations": len(result.history), "front_size": len(result.pareto)}
 

@@ -170,7 +170,7 @@ def _load_supernet(cfg: ExperimentConfig, device: Any) -> Any:
     path = cfg.run_path / "supernet" / "supernet.pt"
     if not path.exists():
         raise UserError(f"rank-corr needs a trained supernet, but there is no {path}: run `moga supernet train` (or `moga run`) first")
-    net = load_supernet(path, device)
+    net = load_supernet(path, device, data_seed=cfg.seed)
     if space_spec(net.space) != space_spec(experiment_space(cfg)):
         raise UserError(f"{path} was trained for another space (or resolution, width, classes) than the experiment's")
     return net

@@ -719,11 +719,21 @@ def save_supernet(path: str | Path, net: Supernet, fingerprint: dict[str, Any], 
     save_checkpoint(path, state)
 
 
-def load_supernet(path: str | Path, device: str | torch.device = "cpu") -> Supernet:
-    """A supernet from ``supernet.pt`` (or a ``last.pt`` training checkpoint), in eval mode."""
+def load_supernet(path: str | Path, device: str | torch.device = "cpu", data_seed: int | None = None) -> Supernet:
+    """A supernet from ``supernet.pt`` (or a ``last.pt`` training checkpoint), in eval mode.
+
+    ``data_seed``: the seed the caller splits the data with. The held-out ``search_val`` split depends on it,
+    so a supernet trained with another seed has seen those images: refused.
+    """
     state = load_checkpoint(path, map_location=device)
     if state.get("format") not in (SUPERNET_FORMAT, CHECKPOINT_FORMAT) or "space" not in state:
         raise UserError(f"{path}: not a supernet checkpoint")
+    trained_seed = (state.get("fingerprint") or {}).get("seed")
+    if data_seed is not None and trained_seed is not None and trained_seed != data_seed:
+        raise UserError(
+            f"{path} was trained with seed {trained_seed}, so with seed {data_seed} its training images would be "
+            f"scored as held-out ones: keep seed={trained_seed} (vary the search with search.seed)"
+        )
     net = Supernet(space_from_spec(state["space"]))
     try:
         net.load_state_dict(state["model"])

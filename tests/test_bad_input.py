@@ -195,6 +195,10 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
         lambda c: ["search", truncated(c, "supernet/supernet.pt").exp, "--no-progress"],
         "supernet.pt: corrupt or truncated checkpoint",
     ),
+    "supernet trained with another seed": (
+        lambda c: ["search", c.exp, "seed=7", "--no-progress"],
+        "was trained with seed 0, so with seed 7 its training images would be scored as held-out ones",
+    ),
     "truncated supernet checkpoint": (
         lambda c: ["supernet", "train", truncated(c, "supernet/last.pt").exp, "--resume", "--no-progress"],
         "last.pt: corrupt or truncated checkpoint",
@@ -260,3 +264,13 @@ def test_run_refuses_an_unsatisfiable_search_before_training(finished, tmp_path,
     err = capsys.readouterr().err.strip()
     assert "constraint 'params <= 10' cannot be met" in err and len(err.splitlines()) == 1
     assert (run / "lut" / "cpu.json").exists() and not (run / "supernet").exists()  # no supernet trained for nothing
+
+
+def test_search_seed_varies_the_search_on_the_same_supernet(ctx, capsys):
+    """``search.seed`` reruns the search on the trained supernet (the data split keeps the experiment's seed)."""
+    shutil.rmtree(ctx.run / "search")
+    assert main(["search", ctx.exp, "search.seed=11", "--no-progress"]) == 0
+    history = (ctx.run / "search" / "history.csv").read_text()
+    shutil.rmtree(ctx.run / "search")
+    assert main(["search", ctx.exp, "--no-progress"]) == 0
+    assert (ctx.run / "search" / "history.csv").read_text() != history
