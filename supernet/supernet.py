@@ -72,7 +72,7 @@ def align_choices(net: Supernet) -> None:
     each is trained by its own paths. Strict fairness is untouched: this only sets initial weights.
 
     Per layer, from one random draw: choice ``c`` takes the first ``mid_c`` expansion filters; its
-    depthwise kernel is the shared 3x3 kernel in the centre of zeros (a 7x7 starts as the 3x3); projection
+    depthwise kernel is the shared smallest kernel in the centre of zeros (a 7x7 starts as the 3x3); projection
     columns beyond the smallest expansion start at zero (the extra channels grow in); squeeze-excite
     gates start constant (expand weights zero), a uniform scale that the projection's BN removes.
     """
@@ -86,13 +86,15 @@ def align_choices(net: Supernet) -> None:
         expand = widest.expand.conv.weight.clone()
         project = widest.project.conv.weight.clone()
         project[:, mid_min:] = 0
-        kernel3 = torch.empty(mid_max, 1, 3, 3, device=expand.device)
-        nn.init.kaiming_normal_(kernel3, mode="fan_out")
+        small = min(b.depthwise.conv.weight.shape[-1] for b in irs)  # 3 in the MoGA and FairNAS spaces
+        kernel = torch.empty(mid_max, 1, small, small, device=expand.device)
+        nn.init.kaiming_normal_(kernel, mode="fan_out")
         for b in irs:
             mid, k = b.depthwise.conv.weight.shape[0], b.depthwise.conv.weight.shape[-1]
             b.expand.conv.weight.copy_(expand[:mid])
             b.project.conv.weight.copy_(project[:, :mid])
             b.depthwise.conv.weight.zero_()
-            b.depthwise.conv.weight[:, :, k // 2 - 1 : k // 2 + 2, k // 2 - 1 : k // 2 + 2] = kernel3[:mid]
+            lo = (k - small) // 2
+            b.depthwise.conv.weight[:, :, lo : lo + small, lo : lo + small] = kernel[:mid]
             if isinstance(b.se, SqueezeExcite):
                 b.se.expand.weight.zero_()
