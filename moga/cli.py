@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from supernet.errors import UserError
 
@@ -95,17 +96,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _intermix_overrides(parser: argparse.ArgumentParser) -> None:
-    """Every command taking ``key=value`` overrides accepts them after its options too (``moga search
-    EXP.yaml --resume search.generations=8``), as ``moga retrain`` does: see ``cli_retrain._IntermixedParser``."""
-    from moga.cli_retrain import _IntermixedParser
+class IntermixedParser(argparse.ArgumentParser):
+    """Lets ``key=value`` overrides come after the options (``... --pick 3 retrain.epochs=1``).
 
+    A plain parser binds the ``nargs="*"`` overrides as soon as it meets the experiment path, so later ones
+    are "unrecognized"; intermixed parsing collects positionals around the options. The flag guards the
+    recursion: ``parse_known_intermixed_args`` itself calls ``parse_known_args``.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+def _intermix_overrides(parser: argparse.ArgumentParser) -> None:
+    """Every command taking ``key=value`` overrides parses intermixed (``moga search EXP.yaml --resume
+    search.generations=8``). Only those: intermixed parsing refuses parsers that hold sub-commands, and the
+    sub-parsers action builds plain parsers, so the class is set here, once, on the finished tree."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in set(action.choices.values()):
                 _intermix_overrides(child)
-        elif action.dest == "overrides" and type(parser) is argparse.ArgumentParser:
-            parser.__class__ = _IntermixedParser
+        elif action.dest == "overrides":
+            parser.__class__ = IntermixedParser
 
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:

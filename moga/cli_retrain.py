@@ -13,35 +13,8 @@ from contextlib import contextmanager
 from typing import Any
 
 
-class _IntermixedParser(argparse.ArgumentParser):
-    """Lets ``key=value`` overrides come after the options (``... --pick 3 retrain.epochs=1``).
-
-    A plain parser binds the ``nargs="*"`` overrides as soon as it meets the experiment path, so later ones
-    are "unrecognized"; intermixed parsing collects positionals around the options. The flag guards the
-    recursion: ``parse_known_intermixed_args`` itself calls ``parse_known_args``.
-    """
-
-    _intermixing = False
-
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        if self._intermixing:
-            return super().parse_known_args(args, namespace)
-        self._intermixing = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._intermixing = False
-
-
-def _add_parser(sub: argparse._SubParsersAction, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, **kwargs)
-    parser.__class__ = _IntermixedParser  # the sub-parsers action builds plain parsers; only the parsing differs
-    return parser
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    p = _add_parser(
-        sub,
+    p = sub.add_parser(
         "retrain",
         help="train a picked architecture from scratch: test accuracy, latency, ONNX -> <run_dir>/retrain/<arch-id>/",
     )
@@ -55,8 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (the summary lines are still printed)")
     p.set_defaults(func=cmd_retrain)
 
-    p = _add_parser(
-        sub,
+    p = sub.add_parser(
         "rank-corr",
         help="Kendall τ / Spearman ρ / top-k overlap of supernet vs standalone accuracy -> <run_dir>/rankcorr/",
     )

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from moga.experiment import experiment_dataset, experiment_space, locked_on_rank0
 from supernet.errors import UserError
-
-if TYPE_CHECKING:
-    pass
 
 
 def register(sub: argparse._SubParsersAction) -> None:

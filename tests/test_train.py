@@ -24,22 +24,8 @@ from supernet.data import load_dataset
 from supernet.sampler import FairnessAudit, FairSampler, UniformSampler
 from supernet.supernet import Supernet
 from supernet.train import Precision, load_checkpoint, load_supernet, supernet_step, train_supernet
+from tests.tiny_experiment import TINY_SPACE
 
-TINY_SPACE = """
-name: tiny
-stem: {{channels: 8, kernel: 3, stride: 1, act: relu}}
-separable: {{channels: 8, kernel: 3, act: relu}}
-layers:
-  out_channels: [8, 16, 16]
-  strides: [1, 2, 1]
-  acts: relu
-choices:
-  kernels: [3, 5]
-  expansions: [2]
-  se: [false, true]
-  skip: true
-head: {{channels: 32, act: hswish, fc_channels: 0, dropout: {dropout}}}
-"""
 FAST = {"batch_size": 16, "warmup_steps": 2, "eval_images": 100, "bn_calib_images": 50, "eval_paths": 2, "lr": 0.2}
 
 
@@ -49,7 +35,7 @@ def space_files(tmp_path_factory: pytest.TempPathFactory) -> dict[float, Path]:
     files = {}
     for dropout in (0.0, 0.2):
         files[dropout] = root / f"tiny_d{dropout}.yaml"
-        files[dropout].write_text(TINY_SPACE.format(dropout=dropout))
+        files[dropout].write_text(TINY_SPACE.replace("dropout: 0.0", f"dropout: {dropout}"))
     return files
 
 
