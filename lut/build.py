@@ -30,7 +30,8 @@ def make_header(space: SearchSpace, backend_info: dict[str, Any], device: str, b
 
 
 def _same_context(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return all(a.get(k) == b.get(k) for k in (*HEADER_FIELDS, "clock") if k not in _VOLATILE)
+    """Same machine, runtime, space and protocol (warm-up, runs, rounds): measurements that may be combined."""
+    return all(a.get(k) == b.get(k) for k in (*HEADER_FIELDS, "clock", "protocol") if k not in _VOLATILE)
 
 
 def progress_path(path: Path) -> Path:
@@ -52,7 +53,8 @@ def build_table(
 
     Resumable: entries of an existing table with the same measurement context are kept, and the rounds
     of an interrupted build (``<name>.progress.json``, written atomically every ``save_every`` jobs, at
-    most once a second, and on any exception) are not repeated. A different context (threads, runtime version, machine, ...) starts afresh.
+    most once a second, and on any exception) are not repeated. A different context (threads, runtime version, machine,
+    protocol, ...) starts afresh.
     """
     path = Path(path)
     protocol = protocol or MeasureProtocol()

@@ -27,7 +27,7 @@ import numpy as np
 from supernet.arch import Arch
 from supernet.errors import UserError
 from supernet.io import write_json
-from supernet.space import BlockShape, SearchSpace, get_space
+from supernet.space import BlockShape, SearchSpace, get_space, space_from_spec, space_spec
 
 SCHEMA_VERSION = 1
 # header field -> accepted JSON types; all are required
@@ -66,17 +66,22 @@ def space_blocks(space: SearchSpace) -> dict[str, BlockShape]:
 
 
 def space_header(space: SearchSpace) -> dict[str, Any]:
+    """The header fields naming the space; ``space_spec`` is the whole space, so that a table of a custom
+    (YAML) space can be shown and validated without that file."""
     return {
         "space": space.name,
         "resolution": space.resolution,
         "num_classes": space.num_classes,
         "width_mult": space.width_mult,
         "variant": space.variant,
+        "space_spec": space_spec(space),
     }
 
 
 def header_space(header: dict[str, Any]) -> SearchSpace:
-    """The space a table was measured for (its name must be registered, or a path to its YAML)."""
+    """The space a table was measured for: its stored description, else its registered name."""
+    if isinstance(header.get("space_spec"), dict):
+        return space_from_spec(header["space_spec"])
     return get_space(
         header["space"],
         num_classes=header["num_classes"],

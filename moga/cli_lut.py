@@ -120,7 +120,8 @@ def cmd_show(args: argparse.Namespace) -> None:
     table = LatencyTable.load(args.table)
     print(f"{args.table}")
     for k, v in table.header.items():
-        print(f"  {k:<16} {v}")
+        shown = f"{len(v['layers'])} searchable layers (the whole space, stored)" if k == "space_spec" and isinstance(v, dict) else v
+        print(f"  {k:<16} {shown}")
     med = np.array([e.median_ms for e in table.entries.values()])
     kinds: dict[str, int] = {}
     for key in table.entries:

@@ -74,9 +74,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     path = Path(args.checkpoint) if args.checkpoint else cfg.run_path / "supernet" / "supernet.pt"
     if not path.exists():
         raise UserError(f"no trained supernet at {path}: run `moga supernet train {args.experiment}` first")
-    net = load_supernet(path, cfg.device, data_seed=cfg.seed)
-    if net.space.resolution != cfg.space.resolution:
-        raise UserError(f"{path} was trained at resolution {net.space.resolution}, the experiment says {cfg.space.resolution}")
+    net = load_supernet(path, cfg.device, data_seed=cfg.seed, space=experiment_space(cfg))
     archs = [resolve_arch(a, net.space) for a in (args.arch or args.zoo)]
     evaluator = SubnetEvaluator.from_config(net, experiment_dataset(cfg), cfg.supernet, seed=cfg.seed)
     s = cfg.supernet

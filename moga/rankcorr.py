@@ -165,15 +165,12 @@ def latency_measure(cfg: ExperimentConfig) -> tuple[str, Callable[[np.ndarray], 
 
 # ----------------------------------------------------------------------------- the command
 def _load_supernet(cfg: ExperimentConfig, device: Any) -> Any:
-    from supernet.train import load_supernet, space_spec
+    from supernet.train import load_supernet
 
     path = cfg.run_path / "supernet" / "supernet.pt"
     if not path.exists():
         raise UserError(f"rank-corr needs a trained supernet, but there is no {path}: run `moga supernet train` (or `moga run`) first")
-    net = load_supernet(path, device, data_seed=cfg.seed)
-    if space_spec(net.space) != space_spec(experiment_space(cfg)):
-        raise UserError(f"{path} was trained for another space (or resolution, width, classes) than the experiment's")
-    return net
+    return load_supernet(path, device, data_seed=cfg.seed, space=experiment_space(cfg))
 
 
 def rank_correlation(

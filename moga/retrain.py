@@ -319,4 +319,4 @@ def _init_supernet(cfg: ExperimentConfig, device: str | torch.device) -> Any:
     path = cfg.run_path / "supernet" / "supernet.pt"
     if not path.exists():
         raise UserError(f"retrain.init_from_supernet needs a trained supernet, but there is no {path}: run `moga supernet train` first")
-    return load_supernet(path, device)
+    return load_supernet(path, device, space=experiment_space(cfg))

@@ -26,7 +26,7 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
     """Hold ``run_dir/.lock`` for the duration; a second process gets a clear error.
 
     An OS-level ``flock`` is released by the kernel when a process dies, so a killed run never
-    leaves a stale lock behind.
+    leaves a stale lock behind; the temporary files of its unfinished atomic writes are removed here.
     """
     import fcntl
 
@@ -43,6 +43,8 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
         fh.truncate()
         fh.write(f"{os.getpid()}\n")
         fh.flush()
+        for stale in run_dir.rglob(".*.tmp"):  # half-written by a killed process (see supernet.io.atomic_write_bytes)
+            stale.unlink(missing_ok=True)
         yield
     finally:
         fcntl.flock(fh, fcntl.LOCK_UN)

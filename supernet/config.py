@@ -16,9 +16,9 @@ class Section(BaseModel):
 
 class SpaceConfig(Section):
     name: str = "moga"  # a registered space (moga, fairnas) or a path to a space YAML file
-    resolution: int = Field(default=32, ge=8)
+    resolution: int = Field(default=32, ge=8, le=4096)
     num_classes: int = Field(default=10, ge=1)
-    width_mult: float = Field(default=1.0, gt=0)
+    width_mult: float = Field(default=1.0, gt=0, le=8)  # a typo guard: 8x width is ~64x the parameters
     variant: Literal["imagenet", "cifar"] = "cifar"  # cifar: stem + first stride-2 layer at stride 1
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -288,3 +288,21 @@ def get_space(
     return SearchSpace(
         y.name, num_classes, resolution, width_mult, variant, stem, separable, tuple(layers), tuple(layer_hw), head, y.head.dropout
     )
+
+
+def space_spec(space: SearchSpace) -> dict[str, Any]:
+    """The resolved space as plain data (stored in checkpoints and latency tables): rebuilt without its YAML
+    file or the registry, so a run of a custom space can be inspected on another machine."""
+    return asdict(space)
+
+
+def space_from_spec(spec: dict[str, Any]) -> SearchSpace:
+    def block(d: dict[str, Any] | None) -> BlockShape | None:
+        return None if d is None else BlockShape(**d)
+
+    try:
+        layers = tuple(LayerSpec(**{**d, "choices": tuple(Choice(**c) for c in d["choices"])}) for d in spec["layers"])
+        fields = {**spec, "stem": block(spec["stem"]), "separable": block(spec["separable"]), "head": block(spec["head"])}
+        return SearchSpace(**{**fields, "layers": layers, "layer_hw": tuple(spec["layer_hw"])})
+    except (KeyError, TypeError) as exc:
+        raise UserError(f"malformed space description ({type(exc).__name__}: {exc})") from None

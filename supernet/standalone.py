@@ -34,6 +34,7 @@ from supernet.data import Dataset
 from supernet.errors import UserError
 from supernet.io import differences
 from supernet.model import MobileNet
+from supernet.space import space_from_spec, space_spec
 from supernet.supernet import Supernet
 from supernet.train import (
     CHECKPOINT_FORMAT,
@@ -46,8 +47,6 @@ from supernet.train import (
     fit,
     load_checkpoint,
     save_checkpoint,
-    space_from_spec,
-    space_spec,
     standalone_step,
 )
 

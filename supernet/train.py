@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import hashlib
 import io
 import math
@@ -55,7 +54,7 @@ from supernet.data import Dataset, TensorLoader
 from supernet.errors import UserError
 from supernet.io import atomic_write_bytes, atomic_write_text, differences, write_json
 from supernet.sampler import FairnessAudit, Genes, PathSampler, make_sampler
-from supernet.space import BlockShape, Choice, LayerSpec, SearchSpace
+from supernet.space import SearchSpace, space_from_spec, space_spec
 from supernet.supernet import Supernet, align_choices
 
 CHECKPOINT_FORMAT = "moga-train-checkpoint-v1"
@@ -526,20 +525,6 @@ def supernet_step(
     )
 
 
-def space_spec(space: SearchSpace) -> dict[str, Any]:
-    """The resolved space as plain data (stored in checkpoints): rebuilt without its YAML file or registry."""
-    return dataclasses.asdict(space)
-
-
-def space_from_spec(spec: dict[str, Any]) -> SearchSpace:
-    def block(d: dict[str, Any] | None) -> BlockShape | None:
-        return None if d is None else BlockShape(**d)
-
-    layers = tuple(LayerSpec(**{**d, "choices": tuple(Choice(**c) for c in d["choices"])}) for d in spec["layers"])
-    fields = {**spec, "stem": block(spec["stem"]), "separable": block(spec["separable"]), "head": block(spec["head"])}
-    return SearchSpace(**{**fields, "layers": layers, "layer_hw": tuple(spec["layer_hw"])})
-
-
 def training_fingerprint(space: SearchSpace, dataset: Dataset, cfg: SupernetConfig, seed: int) -> dict[str, Any]:
     """Everything the trained weights depend on: a finished run with the same one is not redone."""
     s = space
@@ -719,11 +704,18 @@ def save_supernet(path: str | Path, net: Supernet, fingerprint: dict[str, Any], 
     save_checkpoint(path, state)
 
 
-def load_supernet(path: str | Path, device: str | torch.device = "cpu", data_seed: int | None = None) -> Supernet:
+_SCALAR_SPACE_KEYS = ("name", "num_classes", "resolution", "width_mult", "variant", "dropout")
+
+
+def load_supernet(
+    path: str | Path, device: str | torch.device = "cpu", data_seed: int | None = None, space: SearchSpace | None = None
+) -> Supernet:
     """A supernet from ``supernet.pt`` (or a ``last.pt`` training checkpoint), in eval mode.
 
     ``data_seed``: the seed the caller splits the data with. The held-out ``search_val`` split depends on it,
     so a supernet trained with another seed has seen those images: refused.
+    ``space``: the space the caller searches; a supernet trained for another one (name, resolution, width,
+    variant, classes, layers) is refused, naming what differs.
     """
     state = load_checkpoint(path, map_location=device)
     if state.get("format") not in (SUPERNET_FORMAT, CHECKPOINT_FORMAT) or "space" not in state:
@@ -734,6 +726,12 @@ def load_supernet(path: str | Path, device: str | torch.device = "cpu", data_see
             f"{path} was trained with seed {trained_seed}, so with seed {data_seed} its training images would be "
             f"scored as held-out ones: keep seed={trained_seed} (vary the search with search.seed)"
         )
+    if space is not None and state["space"] != space_spec(space):
+        trained, wanted = state["space"], space_spec(space)
+        keys = [k for k in wanted if trained.get(k) != wanted[k]]
+        scalars = [f"{k} {trained.get(k)!r} (experiment: {wanted[k]!r})" for k in keys if k in _SCALAR_SPACE_KEYS]
+        what = ", ".join(scalars) or "its " + ", ".join(keys)  # a space YAML file changed: name the parts
+        raise UserError(f"{path} was trained for another space than the experiment's: {what}")
     net = Supernet(space_from_spec(state["space"]))
     try:
         net.load_state_dict(state["model"])

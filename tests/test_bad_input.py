@@ -139,6 +139,7 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
     ),
     "missing config": (lambda c: ["run", str(c.tmp / "nowhere.yaml"), "--no-progress"], "config file not found"),
     "config is a directory": (lambda c: ["search", str(c.tmp), "--no-progress"], "cannot read config file"),
+    "absurd width": (lambda c: ["run", c.exp, "space.width_mult=1e300", "--no-progress"], "config key 'space.width_mult'"),
     "missing data path": (
         lambda c: ["supernet", "train", c.exp, f"data.path={c.tmp / 'nowhere'}", "--no-progress"],
         "dataset directory does not exist",
@@ -198,6 +199,10 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
     "supernet trained with another seed": (
         lambda c: ["search", c.exp, "seed=7", "--no-progress"],
         "was trained with seed 0, so with seed 7 its training images would be scored as held-out ones",
+    ),
+    "supernet of another width": (
+        lambda c: ["supernet", "eval", c.exp, "--arch", "k3e2-k3e2-k3e2", "space.width_mult=2"],
+        "was trained for another space than the experiment's: width_mult 1.0 (experiment: 2.0)",
     ),
     "truncated supernet checkpoint": (
         lambda c: ["supernet", "train", truncated(c, "supernet/last.pt").exp, "--resume", "--no-progress"],

@@ -75,3 +75,17 @@ def test_atomic_writes_give_ordinary_file_permissions(tmp_path):
     reference.write_text("{}")
     assert stat.S_IMODE(os.stat(path).st_mode) == stat.S_IMODE(os.stat(reference).st_mode)
     assert path.read_text() == "{}" and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_run_lock_is_exclusive_and_sweeps_what_a_killed_writer_left(tmp_path):
+    from moga.runio import run_lock
+
+    (tmp_path / "search").mkdir()
+    stale = tmp_path / "search" / ".state.json.k2j4_x.tmp"  # the name atomic_write_bytes gives its temporary file
+    stale.write_text("{half")
+    keep = tmp_path / "search" / "state.json"
+    keep.write_text("{}")
+    with run_lock(tmp_path):
+        assert not stale.exists() and keep.read_text() == "{}"
+        with pytest.raises(UserError, match="in use by another moga process"), run_lock(tmp_path):
+            pass

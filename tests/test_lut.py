@@ -1,5 +1,6 @@
 """Latency tables: enumeration, build/resume, file format and its errors, prediction, import/export, validation."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -95,6 +96,8 @@ def test_resume_skips_measured_entries(tmp_path, cifar_space):
     assert build_table(cifar_space, again, path, device="fake", protocol=PROTO, progress=False)[1] == 0 and again.total_loads == 0
     fresh, _ = build_table(cifar_space, FakeBackend(), tmp_path / "fresh.json", device="fake", protocol=PROTO, progress=False)
     assert fresh.entries == table.entries
+    longer = dataclasses.replace(PROTO, runs=PROTO.runs + 1)  # asking for more runs is not "up to date"
+    assert build_table(cifar_space, FakeBackend(), path, device="fake", protocol=longer, progress=False)[1] == n
 
 
 def test_unstable_entries_get_extra_rounds(tmp_path, cifar_space):
@@ -402,3 +405,18 @@ def test_kendall_tau_by_hand():
     # ties: x = 1 1 2 3, y = 1 2 2 3: nc = 4, nd = 0, pairs untied in x = 5, in y = 5 -> τ-b = 4 / 5
     assert kendall_tau([1, 1, 2, 3], [1, 2, 2, 3]) == pytest.approx(0.8)
     assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_table_of_a_custom_space_is_shown_and_validated_without_its_yaml(tmp_path, capsys):
+
+    spec = tmp_path / "tiny_space.yaml"
+    spec.write_text(TINY_SPACE)
+    space = get_space(str(spec), num_classes=4, resolution=32, variant="cifar")
+    path = tmp_path / "tiny.json"
+    build_table(space, FakeBackend(), path, device="fake", protocol=PROTO, progress=False)
+    spec.unlink()  # e.g. the table was copied to another machine
+    assert main(["lut", "show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "space            tiny" in out and "2 searchable layers" in out and "space range:" in out
+    assert main(["lut", "validate", str(path), "--nets", "8", "--no-progress"]) == 0
+    assert "MAPE" in capsys.readouterr().out
