@@ -42,7 +42,8 @@ class SupernetConfig(Section):
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
     shared_grad: Literal["mean", "sum"] = "mean"  # fair step: average the m-fold accumulated grads of shared parts
     grad_clip: float = Field(default=5.0, ge=0)  # 0 disables
-    zero_init_residual: bool = False  # residual choice blocks start as identity (last BN scale 0)
+    augment: Literal["standard", "flip", "none"] = "standard"  # standard: crop + flip; flip: no crops (short runs)
+    zero_init_residual: bool = True  # residual choice blocks start as identity (last BN scale 0): BENCHMARKS.md
     choice_init: Literal["independent", "aligned"] = "aligned"  # a layer's choices start as one function (BENCHMARKS.md)
     micro_batches: int = Field(default=1, ge=1)  # per-rank batch split in chunks (per-chunk BN stats), grads averaged
     channels_last: bool = True
@@ -65,6 +66,7 @@ class RetrainConfig(Section):
     weight_decay: float = Field(default=4e-5, ge=0)
     warmup_steps: int = Field(default=50, ge=0)
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    augment: Literal["standard", "flip", "none"] = "standard"  # standard: crop + flip; flip: no crops (short runs)
     ema: float = Field(default=0.0, ge=0, lt=1)  # 0 disables weight EMA
     init_from_supernet: bool = False
     channels_last: bool = True

@@ -8,7 +8,8 @@ max_cached_images=200_000, num_workers=2) -> Dataset``.  ``kind``: ``"embedded"`
 or ``"cifar10"`` (the official python pickle directory ``cifar-10-batches-py``).
 ``Dataset`` (frozen): ``train``/``search_val``/``test`` (``Split``: ``images`` uint8 N×3×S×S tensor or ``FileImages``
 streamed from disk, ``labels`` int64), ``classes``, ``mean``, ``std``, ``resolution``, ``augment``;
-``.loader(split, batch_size, train=None, seed=0, rank=0, world_size=1, drop_last=None, channels_last=False)``,
+``.loader(split, batch_size, train=None, seed=0, rank=0, world_size=1, drop_last=None, channels_last=False,
+augment="standard")`` ("flip": eval view + random flip, "none": eval view),
 ``.calibration_indices(n, seed=0)``, ``.calibration_batch(n, seed=0, channels_last=False)`` (n train images drawn
 uniformly at random with a fixed seed, eval preprocessing, normalised float32: for BN recalibration).
 ``TensorLoader(images, labels, batch_size, train, seed, resolution, mean, std, drop_last=None, rank=0, world_size=1,
@@ -290,6 +291,11 @@ def _resized_crop_flip(x: Tensor, g: torch.Generator, n: int, lo: int, resolutio
     return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+# "cifar": pad-4 random crop + flip; "imagenet": random-resized crop + flip; "flip": the eval view, flipped at
+# random (short runs learn faster without crops); "none": the eval view
+AUGMENTS = ("cifar", "imagenet", "flip", "none")
+
+
 class TensorLoader:
     """Deterministic, resumable, rank-sharded batch iterator over uint8 images (see module doc)."""
 
@@ -307,8 +313,8 @@ class TensorLoader:
         self.drop_last = train if drop_last is None else drop_last
         self.rank, self.world_size, self.channels_last = rank, world_size, channels_last
         self.augment = augment or ("cifar" if resolution <= 64 else "imagenet")
-        if self.augment not in ("cifar", "imagenet"):
-            raise ValueError(f"augment must be 'cifar' or 'imagenet', got {self.augment!r}")
+        if self.augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
         self.num_workers, self.epoch, self.position = num_workers, 0, 0
 
     def __len__(self) -> int:
@@ -333,8 +339,10 @@ class TensorLoader:
 
     def transform(self, x: Tensor, epoch: int, step: int, global_n: int, lo: int) -> Tensor:
         """uint8 rows ``lo:lo+len(x)`` of global batch ``step`` -> normalised float32."""
-        if not self.train:
+        if not self.train or self.augment == "none":
             x = _eval_crop(x, self.resolution)
+        elif self.augment == "flip":  # the eval view, mirrored at random
+            x = _crop_flip(_eval_crop(x, self.resolution), _generator(self.seed, "aug", epoch, step), global_n, lo, self.resolution, pad=0)
         elif self.augment == "cifar":
             x = _crop_flip(x, _generator(self.seed, "aug", epoch, step), global_n, lo, self.resolution)
         else:
@@ -405,14 +413,19 @@ class Dataset:
 
     def loader(
         self, split: str, batch_size: int, train: bool | None = None, seed: int = 0, rank: int = 0, world_size: int = 1,
-        drop_last: bool | None = None, channels_last: bool = False,
+        drop_last: bool | None = None, channels_last: bool = False, augment: str = "standard",
     ) -> TensorLoader:  # fmt: skip
-        """Loader over ``split``; ``train`` (shuffle + augment) defaults to ``split == "train"``."""
+        """Loader over ``split``; ``train`` (shuffle + augment) defaults to ``split == "train"``.
+
+        ``augment``: "standard" (the dataset's: crop + flip at <= 64 px, random-resized crop + flip above),
+        "flip" or "none".
+        """
         s = self.split(split)
         return TensorLoader(
             s.images, s.labels, batch_size, split == "train" if train is None else train, seed,
             self.resolution, self.mean, self.std, drop_last, rank, world_size,
-            augment=self.augment, channels_last=channels_last, num_workers=self.num_workers,
+            augment=self.augment if augment == "standard" else augment, channels_last=channels_last,
+            num_workers=self.num_workers,
         )  # fmt: skip
 
     def calibration_indices(self, n: int, seed: int = 0) -> Tensor:

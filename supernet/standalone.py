@@ -234,7 +234,9 @@ def train_standalone(
 
     torch.manual_seed(derive_seed(seed, "dropout", ctx.rank))  # distinct dropout masks per rank
     precision = Precision(device, cfg.amp)
-    loader = dataset.loader("train", cfg.batch_size, seed=seed, rank=ctx.rank, world_size=ctx.world_size, channels_last=cfg.channels_last)
+    loader = dataset.loader(
+        "train", cfg.batch_size, seed=seed, rank=ctx.rank, world_size=ctx.world_size, channels_last=cfg.channels_last, augment=cfg.augment
+    )
     steps = total_steps(cfg, len(loader))
     optimizer = build_optimizer(model, cfg)
     ema = WeightEMA(model, cfg.ema) if cfg.ema else None

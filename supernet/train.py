@@ -639,7 +639,13 @@ def train_supernet(
     optimizer = build_optimizer(net, cfg)
     run = TrainingSetup(
         loader=dataset.loader(
-            "train", cfg.batch_size, seed=seed, rank=ctx.rank, world_size=ctx.world_size, channels_last=cfg.channels_last
+            "train",
+            cfg.batch_size,
+            seed=seed,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            channels_last=cfg.channels_last,
+            augment=cfg.augment,
         ),
         step_fn=step_fn,
         optimizer=optimizer,

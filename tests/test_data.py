@@ -89,6 +89,20 @@ def test_same_seed_same_batches_different_seed_differs(embedded: Dataset) -> Non
     assert not same(take(later, 3), a)
 
 
+@pytest.mark.parametrize("resolution", [32, 80])  # cached at the resolution / cached larger (eval = centre crop)
+def test_flip_and_none_augment_are_the_eval_view_mirrored_or_not(resolution: int) -> None:
+    ds = load_dataset("embedded", resolution=resolution)
+    (xn, yn), (xf, yf) = (take(ds.loader("train", 64, seed=3, augment=a), 1)[0] for a in ("none", "flip"))
+    idx = torch.randperm(len(ds.train.labels), generator=data._generator(3, "perm", 0))[:64]  # the epoch's order
+    eval_view = data._normalize(data._eval_crop(ds.train.images[idx], resolution), ds.mean, ds.std, False)
+    assert torch.equal(yn, ds.train.labels[idx]) and torch.equal(yn, yf) and torch.equal(xn, eval_view)
+    mirrored = torch.all(xf == xn.flip(-1), dim=(1, 2, 3))
+    assert torch.all(mirrored | torch.all(xf == xn, dim=(1, 2, 3)))
+    assert 10 < int(mirrored.sum()) < 54  # about half are mirrored
+    with pytest.raises(ValueError, match="augment must be one of"):
+        ds.loader("train", 64, augment="cutmix")
+
+
 def test_global_rng_not_used(embedded: Dataset) -> None:
     torch.manual_seed(0)
     a = take(embedded.loader("train", 32, seed=0), 2)
