@@ -55,6 +55,7 @@ def main() -> None:
     p.add_argument("--tolerance", type=float, default=0.05, help="relative latency gap allowed for the random baselines")
     p.add_argument("--hand", default="k3e6", help="the hand-designed baseline's choice in every layer")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--no-progress", action="store_true", help="passed on to `moga retrain`")
     args = p.parse_intermixed_args()
 
     cfg = load_config(args.experiment, args.overrides)
@@ -76,7 +77,7 @@ def main() -> None:
     rows = []
     for role, arch, how in models:
         print(f"== {role}: {arch}", flush=True)
-        code = moga_main(["retrain", args.experiment, *how, *args.overrides])
+        code = moga_main(["retrain", args.experiment, *how, *args.overrides, *(["--no-progress"] if args.no_progress else [])])
         if code != 0:
             raise SystemExit(f"moga retrain failed for {role} ({arch}): exit {code}")
         result = read_json(cfg.run_path / "retrain" / arch_id(arch) / "result.json")
