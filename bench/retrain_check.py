@@ -18,6 +18,7 @@ Prints a table and writes ``OUT/retrain_check.csv`` (default ``<run_dir>/retrain
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +32,19 @@ from moga.rankcorr import latency_measure
 from moga.retrain import arch_id, front_path
 from supernet import Arch
 from supernet.io import read_json
+from supernet.space import SearchSpace
 from supernet.train import derive_seed
 
 POOL = 20_000  # random architectures the latency-matched baselines are drawn from
 
 
-def latency_matched(space: object, cost: object, target: float, n: int, tolerance: float, seed: int) -> list[Arch]:
+def latency_matched(
+    space: SearchSpace, cost: Callable[[np.ndarray], np.ndarray], target: float, n: int, tolerance: float, seed: int
+) -> list[Arch]:
     """``n`` uniformly drawn architectures with predicted latency within ``tolerance`` of ``target``."""
     rng = np.random.default_rng(seed)
-    pool = [Arch.random(space, rng) for _ in range(POOL)]  # type: ignore[arg-type]
-    latency = np.asarray(cost(np.stack([a.genome for a in pool])))  # type: ignore[operator]
+    pool = [Arch.random(space, rng) for _ in range(POOL)]
+    latency = np.asarray(cost(np.stack([a.genome for a in pool])))
     gap = np.abs(latency / target - 1)
     within = np.flatnonzero(gap <= tolerance)
     chosen = within[:n] if len(within) >= n else np.argsort(gap, kind="stable")[:n]
@@ -64,7 +68,10 @@ def main() -> None:
     lat = latency_column(front)
     if lat is None:
         raise SystemExit(f"{front_path(cfg)} has no latency column: the knee is defined on accuracy against latency")
-    knee = front.loc[knee_index(front, lat)]
+    knee_row = knee_index(front, lat)
+    if knee_row is None:
+        raise SystemExit(f"{front_path(cfg)} has no model with both accuracy and latency: no knee to check")
+    knee = front.loc[knee_row]
     measure, cost = latency_measure(cfg)
     knee_arch = Arch.parse(space, str(knee["arch"]))
     target = float(cost(knee_arch.genome[None])[0])

@@ -21,6 +21,19 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
+LOCK_NAMES = (".lock", ".summary.lock")  # run_lock's, and the retrain summary's (moga.retrain)
+
+
+def _sweep_unfinished_writes(run_dir: Path) -> None:
+    """Remove the temporary files (``.<name>.<random>.tmp``, see ``supernet.io.atomic_write_bytes``) a killed
+    process left in ``run_dir``. Only where ``run_dir`` is the nearest locked directory: a subdirectory with a
+    lock of its own (a retrain, the summary) may belong to a process writing right now."""
+    for tmp in run_dir.rglob(".*.tmp"):
+        owner = next(p for p in tmp.parents if p == run_dir or any((p / name).exists() for name in LOCK_NAMES))
+        if owner == run_dir:
+            tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def run_lock(run_dir: str | Path) -> Iterator[None]:
     """Hold ``run_dir/.lock`` for the duration; a second process gets a clear error.
@@ -43,8 +56,7 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
         fh.truncate()
         fh.write(f"{os.getpid()}\n")
         fh.flush()
-        for stale in run_dir.rglob(".*.tmp"):  # half-written by a killed process (see supernet.io.atomic_write_bytes)
-            stale.unlink(missing_ok=True)
+        _sweep_unfinished_writes(run_dir)
         yield
     finally:
         fcntl.flock(fh, fcntl.LOCK_UN)

@@ -85,7 +85,12 @@ def test_run_lock_is_exclusive_and_sweeps_what_a_killed_writer_left(tmp_path):
     stale.write_text("{half")
     keep = tmp_path / "search" / "state.json"
     keep.write_text("{}")
+    busy = tmp_path / "retrain" / "ab12cd34" / ".last.pt.x1y2z3.tmp"  # another process's retrain, locked on its own
+    busy.parent.mkdir(parents=True)
+    (busy.parent / ".lock").touch()
+    busy.write_text("in flight")
     with run_lock(tmp_path):
         assert not stale.exists() and keep.read_text() == "{}"
+        assert busy.exists()
         with pytest.raises(UserError, match="in use by another moga process"), run_lock(tmp_path):
             pass
