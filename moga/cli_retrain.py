@@ -35,6 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("experiment", help="experiment YAML (its run_dir holds the trained supernet)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides; the retrain section is the recipe, e.g. retrain.epochs=2")
     p.add_argument("--models", type=int, required=True, metavar="K", help="architectures to train, spread over the latency range (>= 3)")
+    p.add_argument(
+        "--seeds", type=int, default=1, metavar="S",
+        help="standalone trainings per model (default 1); S >= 2 averages them and reports their own seed-to-seed τ",
+    )  # fmt: skip
     p.add_argument("--top-k", type=int, default=None, metavar="k", help="size of the top sets compared (default K // 3)")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% intervals (default 1000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -93,6 +97,7 @@ def cmd_rank_corr(args: argparse.Namespace) -> None:
         report = rank_correlation(
             cfg,
             args.models,
+            seeds=args.seeds,
             top_k=args.top_k,
             resamples=args.resamples,
             progress=not args.no_progress and ctx.is_main,
@@ -105,6 +110,8 @@ def cmd_rank_corr(args: argparse.Namespace) -> None:
     print(f"rank-corr: {report['models']} models ordered by {report['ordered_by']}; supernet (search_val) vs standalone (test)")
     tau, rho, top = (_statistic(report[name]) for name in ("kendall_tau", "spearman_rho", "top_k_overlap"))
     print(f"  Kendall τ {tau}   Spearman ρ {rho}   top-{report['top_k']} overlap {top}")
+    if "seed_to_seed_tau" in report:
+        print(f"  standalone vs standalone ({report['seeds']} seeds): Kendall τ {_statistic(report['seed_to_seed_tau'])}")
     print(f"  {out}/: rankcorr.csv, rankcorr.json, rankcorr.png")
 
 

@@ -9,6 +9,10 @@
    with ``retrain.epochs=2`` etc.; ``init_from_supernet`` is always off here, it would bias the comparison
    toward agreement) and scored on ``test``, the split neither the supernet nor the search ever saw.
    Each run is checkpointed in ``<run_dir>/rankcorr/<arch-id>/``; finished ones are skipped on a rerun.
+   With ``--seeds S`` (S >= 2) every model is trained S times (seed j > 0 in ``<arch-id>-seed<j>/``), the
+   ground truth is their mean, and the report adds the ground truth's own repeatability: Kendall's τ between
+   the seeds' rankings. No supernet can be expected to agree with one standalone run better than a second
+   standalone run does, so that τ is the ceiling a short recipe allows.
 4. Statistics: Kendall's τ-b, Spearman's ρ and the top-k overlap (k = K // 3 by default), each with a
    seeded bootstrap 95% percentile interval (resampling the K models with replacement).
 
@@ -83,16 +87,21 @@ def top_k_overlap(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarr
 
 
 def bootstrap_ci(
-    stat: Statistic, x: np.ndarray, y: np.ndarray, resamples: int = 1000, seed: int = 0, level: float = 0.95
+    stat: Callable[..., float],
+    columns: Sequence[Sequence[float] | np.ndarray],
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> tuple[float, float]:
-    """Percentile interval of ``stat`` over ``resamples`` resamplings of the pairs (with replacement).
+    """Percentile interval of ``stat(*columns)`` over ``resamples`` resamplings of the rows (the models,
+    drawn with replacement; every column is indexed alike).
 
     Resamples where the statistic is undefined (e.g. all drawn models have one accuracy: τ is NaN) are
     left out; if every one is, the interval is (NaN, NaN).
     """
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    idx = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
-    values = np.array([stat(x[i], y[i]) for i in idx])
+    cols = [np.asarray(c, dtype=np.float64) for c in columns]
+    idx = np.random.default_rng(seed).integers(0, len(cols[0]), size=(resamples, len(cols[0])))
+    values = np.array([stat(*(c[i] for c in cols)) for i in idx])
     values = values[~np.isnan(values)]
     if values.size == 0:
         return float("nan"), float("nan")
@@ -113,11 +122,25 @@ def rank_statistics(
     }
     out: dict[str, Any] = {}
     for name, fn in stats.items():
-        lo, hi = bootstrap_ci(fn, x, y, resamples, seed)
+        lo, hi = bootstrap_ci(fn, (x, y), resamples, seed)
         out[name] = {"value": _finite(fn(x, y)), "ci95": [_finite(lo), _finite(hi)]}
     out["top_k"] = k
     out["bootstrap"] = {"resamples": resamples, "seed": seed, "interval": "percentile, 95%"}
     return out
+
+
+def mean_pairwise_tau(*runs: np.ndarray) -> float:
+    """Mean Kendall τ-b over every pair of runs (each one accuracy per model): how well one standalone
+    training reproduces the ranking of another."""
+    if len(runs) < 2:
+        raise ValueError("mean_pairwise_tau needs at least two runs")
+    return float(np.mean([kendall_tau(a, b) for a, b in itertools.combinations(runs, 2)]))
+
+
+def seed_repeatability(runs: Sequence[Sequence[float]], resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """``{"value", "ci95"}`` of :func:`mean_pairwise_tau` over the standalone runs (one list per seed)."""
+    lo, hi = bootstrap_ci(mean_pairwise_tau, runs, resamples, seed)
+    return {"value": _finite(mean_pairwise_tau(*(np.asarray(r, dtype=np.float64) for r in runs))), "ci95": [_finite(lo), _finite(hi)]}
 
 
 def _finite(v: float) -> float | None:
@@ -177,6 +200,7 @@ def rank_correlation(
     cfg: ExperimentConfig,
     models: int,
     *,
+    seeds: int = 1,
     top_k: int | None = None,
     resamples: int = 1000,
     progress: bool = True,
@@ -195,6 +219,8 @@ def rank_correlation(
         raise UserError(f"--top-k must be between 1 and --models ({models}), got {k}")
     if resamples < 1:
         raise UserError(f"--resamples must be at least 1, got {resamples}")
+    if seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {seeds}")
     out = cfg.run_path / "rankcorr"
     recipe = cfg.retrain.model_copy(update={"init_from_supernet": False})
     with locked_on_rank0(out, ctx):
@@ -210,30 +236,52 @@ def rank_correlation(
             table["supernet_acc"] = evaluator.evaluate(archs)
             del evaluator
         del net  # every rank loaded it (a wrong file stops all of them); training needs the memory
-        table["standalone_acc"] = np.nan
-        for i, arch in enumerate(archs):
-            result = train_standalone(
-                arch, dataset, recipe, out / arch_id(arch), seed=cfg.seed, device=device or cfg.device, resume=True,
-                config_text=dump_config(cfg), dist=ctx, progress=progress, desc=f"rank-corr {i + 1}/{models}",
-            )  # fmt: skip
-            table.loc[i, "standalone_acc"] = result["test_acc"]
-            if ctx.is_main:
-                _write_csv(out / "rankcorr.csv", table)
+        runs = [f"standalone_acc_seed{j}" for j in range(seeds)] if seeds > 1 else ["standalone_acc"]
+        for column in dict.fromkeys(["standalone_acc", *runs]):
+            table[column] = np.nan
+        for j, column in enumerate(runs):  # seed by seed: the first full ranking is there soonest
+            for i, arch in enumerate(archs):
+                result = train_standalone(
+                    arch, dataset, recipe, out / standalone_dir(arch, j), seed=standalone_seed(cfg.seed, j),
+                    device=device or cfg.device, resume=True, config_text=dump_config(cfg), dist=ctx, progress=progress,
+                    desc=f"rank-corr {i + 1}/{models}" + (f" seed {j + 1}/{seeds}" if seeds > 1 else ""),
+                )  # fmt: skip
+                table.loc[i, column] = result["test_acc"]
+                if ctx.is_main:
+                    _write_csv(out / "rankcorr.csv", table)
+        table["standalone_acc"] = table[runs].mean(axis=1)
         if not ctx.is_main:
             return {}
         stats = rank_statistics(table["supernet_acc"], table["standalone_acc"], k, resamples, seed=cfg.seed)
+        if seeds > 1:
+            stats["seed_to_seed_tau"] = seed_repeatability([table[c] for c in runs], resamples, seed=cfg.seed)
+        _write_csv(out / "rankcorr.csv", table)
         report = {
             **stats,
             "models": models,
+            "seeds": seeds,
             "ordered_by": measure_name,
             "supernet_acc": f"SubnetEvaluator on search_val ({len(dataset.search_val)} images), BN recalibrated on {cfg.supernet.bn_calib_images} train images",
-            "standalone_acc": f"trained from scratch with the retrain recipe, top-1 on test ({len(dataset.test)} images)",
+            "standalone_acc": f"trained from scratch with the retrain recipe, top-1 on test ({len(dataset.test)} images)"
+            + (f", mean of {seeds} seeds" if seeds > 1 else ""),
             "recipe": recipe.model_dump(mode="json"),
             "config_hash": config_hash(cfg.section_dump("seed", "space", "data", "supernet", "retrain", "lut")),
         }
         write_json(out / "rankcorr.json", report)
         atomic_write_bytes(out / "rankcorr.png", scatter_png(table, measure_name, stats))
     return report
+
+
+def standalone_dir(arch: Arch, j: int) -> str:
+    """Run directory name of the ``j``-th standalone training of ``arch`` (seed 0 keeps the plain id)."""
+    return arch_id(arch) if j == 0 else f"{arch_id(arch)}-seed{j}"
+
+
+def standalone_seed(seed: int, j: int) -> int:
+    """The experiment's seed for the first standalone training, an independent derived one for the others."""
+    from supernet.train import derive_seed
+
+    return seed if j == 0 else derive_seed(seed, "rankcorr-standalone", j)
 
 
 def _write_csv(path: Path, table: pd.DataFrame) -> None:
@@ -250,7 +298,13 @@ def scatter_png(table: pd.DataFrame, color: str, stats: dict[str, Any]) -> bytes
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 5))
-    points = ax.scatter(table["supernet_acc"], table["standalone_acc"], c=table[color], cmap="viridis", s=30)
+    runs = table.filter(regex=r"^standalone_acc_seed\d+$")
+    if runs.shape[1] > 1:  # the spread of the seeds behind each mean
+        y = table["standalone_acc"]
+        ax.errorbar(
+            table["supernet_acc"], y, yerr=[y - runs.min(axis=1), runs.max(axis=1) - y], fmt="none", ecolor="0.7", lw=1, zorder=1
+        )
+    points = ax.scatter(table["supernet_acc"], table["standalone_acc"], c=table[color], cmap="viridis", s=30, zorder=2)
     fig.colorbar(points, ax=ax, label=color.replace("latency_ms", "latency (ms)").replace("macs", "multiply-adds"))
     for _, row in table.iterrows():
         ax.annotate(
@@ -262,10 +316,12 @@ def scatter_png(table: pd.DataFrame, color: str, stats: dict[str, Any]) -> bytes
         ci = "n/a" if None in s["ci95"] else f"[{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
         return "n/a" if s["value"] is None else f"{s['value']:.3f} {ci}"
 
-    ax.set(xlabel="supernet accuracy, search_val (%)", ylabel="standalone accuracy, test (%)")
+    seeds = f", mean (bar: range) of {runs.shape[1]} seeds" if runs.shape[1] > 1 else ""
+    ax.set(xlabel="supernet accuracy, search_val (%)", ylabel=f"standalone accuracy, test (%){seeds}")
+    ceiling = f"\nstandalone seed-to-seed τ {fmt('seed_to_seed_tau')}" if "seed_to_seed_tau" in stats else ""
     ax.set_title(
         f"{len(table)} models: Kendall τ {fmt('kendall_tau')}, Spearman ρ {fmt('spearman_rho')}\n"
-        f"top-{stats['top_k']} overlap {fmt('top_k_overlap')} (bootstrap 95% intervals)",
+        f"top-{stats['top_k']} overlap {fmt('top_k_overlap')} (bootstrap 95% intervals){ceiling}",
         fontsize=9,
     )
     buf = io.BytesIO()

@@ -15,7 +15,16 @@ from lut.validate import kendall_tau
 from moga.cli import main
 from moga.config import load_config
 from moga.experiment import experiment_dataset, experiment_space
-from moga.rankcorr import average_ranks, bootstrap_ci, rank_statistics, spearman_rho, spread_archs, top_k_overlap
+from moga.rankcorr import (
+    average_ranks,
+    bootstrap_ci,
+    mean_pairwise_tau,
+    rank_statistics,
+    seed_repeatability,
+    spearman_rho,
+    spread_archs,
+    top_k_overlap,
+)
 from supernet import Arch, count_population, get_space
 from supernet.standalone import train_standalone
 from supernet.train import load_supernet, train_supernet
@@ -49,15 +58,28 @@ def test_bootstrap_interval_contains_the_estimate_and_is_seeded():
     x = rng.normal(size=20)
     y = x + rng.normal(scale=0.7, size=20)
     for stat in (kendall_tau, spearman_rho):
-        lo, hi = bootstrap_ci(stat, x, y, resamples=500, seed=3)
+        lo, hi = bootstrap_ci(stat, (x, y), resamples=500, seed=3)
         assert lo <= stat(x, y) <= hi and hi - lo < 1
-        assert bootstrap_ci(stat, x, y, resamples=500, seed=3) == (lo, hi)
-        assert bootstrap_ci(stat, x, y, resamples=500, seed=4) != (lo, hi)
+        assert bootstrap_ci(stat, (x, y), resamples=500, seed=3) == (lo, hi)
+        assert bootstrap_ci(stat, (x, y), resamples=500, seed=4) != (lo, hi)
     stats = rank_statistics(x, y, k=5, resamples=200, seed=0)
     assert stats["top_k"] == 5 and stats["bootstrap"]["resamples"] == 200
     for name in ("kendall_tau", "spearman_rho", "top_k_overlap"):
         lo, hi = stats[name]["ci95"]
         assert lo <= stats[name]["value"] <= hi, name
+
+
+def test_seed_to_seed_tau_is_the_mean_over_pairs_of_runs():
+    a, b, c = [1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0], [4.0, 3.0, 2.0, 1.0]
+    assert mean_pairwise_tau(np.array(a), np.array(a)) == pytest.approx(1)
+    # pairs: (a, b) 4/6, (a, c) -1, (b, c) -4/6
+    assert mean_pairwise_tau(np.array(a), np.array(b), np.array(c)) == pytest.approx((4 / 6 - 1 - 4 / 6) / 3)
+    rep = seed_repeatability([a, b], resamples=300, seed=0)
+    assert rep["value"] == pytest.approx(4 / 6, abs=1e-6)
+    lo, hi = rep["ci95"]
+    assert -1 <= lo <= rep["value"] <= hi <= 1
+    with pytest.raises(ValueError, match="at least two"):
+        mean_pairwise_tau(np.array(a))
 
 
 def test_undefined_statistics_are_null_not_nan():
@@ -143,6 +165,22 @@ def test_rank_corr_end_to_end_and_resumable(tiny_run, capsys):
     assert main(["rank-corr", str(exp), "--models", "3", "--resamples", "200", "--no-progress"]) == 0
     assert capsys.readouterr().err.count("already trained") == 3
     assert json.loads((out / "rankcorr.json").read_text()) == report
+
+    # --seeds 2 reuses those runs as seed 0, trains each model once more and averages the two
+    assert main(["rank-corr", str(exp), "--models", "3", "--seeds", "2", "--resamples", "200", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("already trained") == 3 and "standalone vs standalone (2 seeds)" in captured.out
+    two = pd.read_csv(out / "rankcorr.csv", dtype={"arch_id": str})
+    assert list(two["standalone_acc_seed0"]) == list(table["standalone_acc"])
+    assert np.allclose(two["standalone_acc"], (two["standalone_acc_seed0"] + two["standalone_acc_seed1"]) / 2, atol=1e-4)
+    for arch_id in table["arch_id"]:
+        assert (out / f"{arch_id}-seed1" / "model.pt").is_file()
+    report2 = json.loads((out / "rankcorr.json").read_text())
+    assert report2["seeds"] == 2 and "mean of 2 seeds" in report2["standalone_acc"]
+    tau = kendall_tau(two["standalone_acc_seed0"], two["standalone_acc_seed1"])
+    assert report2["seed_to_seed_tau"]["value"] == (None if math.isnan(tau) else pytest.approx(tau, abs=1e-6))
+    assert main(["rank-corr", str(exp), "--models", "3", "--seeds", "0"]) == 2
+    assert "--seeds" in capsys.readouterr().err
 
 
 def test_rank_corr_user_errors(tiny_run, capsys, tmp_path):
