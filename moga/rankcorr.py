@@ -301,9 +301,7 @@ def scatter_png(table: pd.DataFrame, color: str, stats: dict[str, Any]) -> bytes
     runs = table.filter(regex=r"^standalone_acc_seed\d+$")
     if runs.shape[1] > 1:  # the spread of the seeds behind each mean
         y = table["standalone_acc"]
-        ax.errorbar(
-            table["supernet_acc"], y, yerr=[y - runs.min(axis=1), runs.max(axis=1) - y], fmt="none", ecolor="0.7", lw=1, zorder=1
-        )
+        ax.errorbar(table["supernet_acc"], y, yerr=[y - runs.min(axis=1), runs.max(axis=1) - y], fmt="none", ecolor="0.7", lw=1, zorder=1)
     points = ax.scatter(table["supernet_acc"], table["standalone_acc"], c=table[color], cmap="viridis", s=30, zorder=2)
     fig.colorbar(points, ax=ax, label=color.replace("latency_ms", "latency (ms)").replace("macs", "multiply-adds"))
     for _, row in table.iterrows():
