@@ -225,7 +225,8 @@ class LatencyTable:
         if missing:
             shown = ", ".join(missing[:3]) + (f" (and {len(missing) - 3} more)" if len(missing) > 3 else "")
             raise UserError(
-                f"table {self.source} lacks {len(missing)} entries of space {space.name!r} at resolution {space.resolution}: {shown}"
+                f"table {self.source} lacks {len(missing)} entries of space {space.name!r} at resolution {space.resolution}: {shown} "
+                "(`moga lut build` measures them; a device table needs them imported)"
             )
 
     # ------------------------------------------------------------------ prediction

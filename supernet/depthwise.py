@@ -10,7 +10,9 @@ Two facts about depthwise kxk convolutions on the small feature maps of mobile n
   4x4 and smaller (torch 2.x CPU builds; see BENCHMARKS.md). There, one strided multiply-and-sum per tap
   is 4-40x faster. oneDNN stays in charge of everything else (forward, input gradient, larger maps, GPUs).
 
-ONNX export sees a plain ``Conv`` with the full kernel, so measured latencies are the architecture's.
+The search space already builds each block at its cropped size (``SearchSpace.layer_shape``), so models,
+counts, ONNX files and latency tables never carry dead taps; the crop here covers inputs smaller than the
+resolution a network was built for. ONNX export sees a plain ``Conv`` with the built kernel.
 """
 
 from __future__ import annotations

@@ -170,7 +170,13 @@ class SearchSpace:
         return math.prod(self.n_choices)
 
     def layer_shape(self, layer: int, choice: int) -> BlockShape:
-        """Shape of searchable layer ``layer`` (0-based) under choice index ``choice``."""
+        """Shape of searchable layer ``layer`` (0-based) under choice index ``choice``.
+
+        The depthwise kernel is the choice's, cropped to the input map: with padding k//2, a tap more than
+        ``hw - 1`` pixels from the centre only ever multiplies padding, so a 7x7 on a 2x2 map is exactly a
+        3x3 and on a 1x1 map a per-channel scale. The block is built, counted and timed at that effective
+        size, so a search neither pays latency for the dead taps nor earns parameters from them.
+        """
         spec = self.layers[layer]
         op = spec.choices[choice]
         hw = self.layer_hw[layer]
@@ -184,7 +190,7 @@ class SearchSpace:
             spec.in_channels,
             out_hw,
             spec.out_channels,
-            kernel=op.kernel,
+            kernel=min(op.kernel, 2 * hw - 1),
             stride=spec.stride,
             expansion=op.expansion,
             mid_ch=mid,

@@ -48,6 +48,7 @@ from supernet.train import (
     load_checkpoint,
     save_checkpoint,
     standalone_step,
+    state_dict_misfit,
 )
 
 STANDALONE_FORMAT = "moga-standalone-v1"
@@ -319,8 +320,11 @@ def load_standalone(path: str | Path, device: str | torch.device = "cpu", raw: b
     space = space_from_spec(state["space"])
     model = MobileNet(Arch.parse(space, state["arch"]))
     weights = state["raw_model"] if raw and state["raw_model"] else state["model"]
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise UserError(f"{path}: weights do not fit the architecture it names ({str(exc).splitlines()[0]})") from None
+    misfit = state_dict_misfit(model.state_dict(), weights)
+    if misfit:
+        raise UserError(
+            f"{path}: weights do not fit the architecture it names ({misfit}); a model saved before moga cropped "
+            "kernels to the feature map (small resolutions) has to be trained again"
+        )
+    model.load_state_dict(weights)
     return model.to(device).eval()

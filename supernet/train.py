@@ -214,6 +214,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     return state
 
 
+def state_dict_misfit(expected: dict[str, torch.Tensor], found: dict[str, Any]) -> str:
+    """The first difference between two state dicts' names and shapes, readable; "" when they fit."""
+    for name in sorted(expected.keys() - found.keys()):
+        return f"no {name}"
+    for name in sorted(found.keys() - expected.keys()):
+        return f"unexpected {name}"
+    for name, tensor in expected.items():
+        other = found[name]
+        if not isinstance(other, torch.Tensor) or other.shape != tensor.shape:
+            shape = tuple(other.shape) if isinstance(other, torch.Tensor) else type(other).__name__
+            return f"{name} is {shape}, the model has {tuple(tensor.shape)}"
+    return ""
+
+
+def check_resumable(model: nn.Module, checkpoint: dict[str, Any], path: Path) -> None:
+    """A ``UserError`` if the training checkpoint at ``path`` holds weights of other names or shapes."""
+    misfit = state_dict_misfit(model.state_dict(), checkpoint["model"])
+    if misfit:
+        raise UserError(f"{path}: weights do not fit the model being trained ({misfit}); delete it to start afresh")
+
+
 CURVE_COLUMNS = ("step", "loss", "train_acc", "lr", "images_per_s", "elapsed_s", "val_acc", "val_acc_best")
 
 
@@ -438,6 +459,7 @@ def _save(model: nn.Module, run: TrainingSetup, curves: Curves, step: int, elaps
 
 
 def _restore(model: nn.Module, run: TrainingSetup, ckpt: dict[str, Any], curves: Curves) -> tuple[int, float]:
+    check_resumable(model, ckpt, run.out_dir / "last.pt")
     model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
@@ -665,6 +687,8 @@ def train_supernet(
         progress=progress,
         desc=f"supernet ({cfg.sampler})",
     )
+    if checkpoint is not None:
+        check_resumable(net, checkpoint, out_dir / "last.pt")  # before anything in out_dir is rewritten
     if ctx.is_main and config_text is not None:
         atomic_write_text(out_dir / "config.yaml", config_text)
     fit(net, run, checkpoint)
@@ -739,8 +763,11 @@ def load_supernet(
         what = ", ".join(scalars) or "its " + ", ".join(keys)  # a space YAML file changed: name the parts
         raise UserError(f"{path} was trained for another space than the experiment's: {what}")
     net = Supernet(space_from_spec(state["space"]))
-    try:
-        net.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise UserError(f"{path}: weights do not fit the space it names ({str(exc).splitlines()[0]})") from None
+    misfit = state_dict_misfit(net.state_dict(), state["model"])
+    if misfit:
+        raise UserError(
+            f"{path}: weights do not fit the space it names ({misfit}); a supernet saved before moga cropped "
+            "kernels to the feature map (small resolutions) has to be trained again"
+        )
+    net.load_state_dict(state["model"])
     return net.to(device).eval()

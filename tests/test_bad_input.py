@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from lut.build import build_table
 from lut.measure import FakeBackend
@@ -116,6 +117,16 @@ def drop_entries(c: Ctx) -> Ctx:
     return c
 
 
+def widened_kernel(c: Ctx, part: str) -> Ctx:
+    """A checkpoint whose first depthwise kernel is two taps wider than the space builds (as an old moga's)."""
+    path = c.run / part
+    state = torch.load(path, weights_only=True)
+    name = next(k for k in state["model"] if k.endswith("depthwise.conv.weight"))
+    state["model"][name] = torch.nn.functional.pad(state["model"][name], (1, 1, 1, 1))
+    torch.save(state, path)
+    return c
+
+
 def truncated(c: Ctx, part: str) -> Ctx:
     truncate(c.run / part)
     return c
@@ -203,6 +214,14 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
     "supernet of another width": (
         lambda c: ["supernet", "eval", c.exp, "--arch", "k3e2-k3e2-k3e2", "space.width_mult=2"],
         "was trained for another space than the experiment's: width_mult 1.0 (experiment: 2.0)",
+    ),
+    "supernet weights of another shape": (
+        lambda c: ["supernet", "eval", widened_kernel(c, "supernet/supernet.pt").exp, "--arch", "k3e2-k3e2-k3e2"],
+        "depthwise.conv.weight is (",
+    ),
+    "training checkpoint of another shape": (
+        lambda c: ["supernet", "train", widened_kernel(c, "supernet/last.pt").exp, "--resume", "--no-progress"],
+        "last.pt: weights do not fit the model being trained",
     ),
     "truncated supernet checkpoint": (
         lambda c: ["supernet", "train", truncated(c, "supernet/last.pt").exp, "--resume", "--no-progress"],

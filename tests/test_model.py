@@ -79,3 +79,36 @@ def test_onnx_parity(name):
                 m.running_var.uniform_(0.5, 2.0)
     shape = (1, 3, 64, 64)
     assert onnx_parity(model, onnx_bytes(model, shape), shape) < 1e-4
+
+
+def test_kernels_are_cropped_to_the_feature_map():
+    """At 32x32 with ImageNet strides the last layers see 2x2 and 1x1 maps: a 7x7 there is built, counted
+    and timed as the 3x3 (1x1) it computes; at 224 every kernel is the architecture's."""
+    from dataclasses import replace
+
+    from supernet.blocks import build_block
+
+    small, large = get_space("moga", num_classes=10, resolution=32), get_space("moga")
+    for space in (small, large):
+        for i, hw in enumerate(space.layer_hw):
+            for c, op in enumerate(space.layers[i].choices):
+                assert space.layer_shape(i, c).kernel == min(op.kernel, 2 * hw - 1)
+    assert {small.layer_shape(i, 11).kernel for i in range(14)} == {7, 3, 1}  # k7e6se on 8x8.., 2x2, 1x1 maps
+    assert {large.layer_shape(i, 11).kernel for i in range(14)} == {7}
+
+    # the cropped block computes exactly what the full-kernel block does with the same (centre) weights
+    torch.manual_seed(0)
+    for layer in (8, 13):  # 2x2 and 1x1 input maps
+        shape = small.layer_shape(layer, 11)
+        full, cropped = build_block(replace(shape, kernel=7)).eval(), build_block(shape).eval()
+        state = full.state_dict()
+        k, lo = shape.kernel, (7 - shape.kernel) // 2
+        state["depthwise.conv.weight"] = state["depthwise.conv.weight"][:, :, lo : lo + k, lo : lo + k]
+        cropped.load_state_dict(state)
+        x = torch.randn(2, shape.in_ch, shape.in_hw, shape.in_hw)
+        torch.testing.assert_close(cropped(x), full(x))
+
+    # so kernel choices on those layers cost the same parameters and share one latency-table key
+    k3, k7 = Arch.parse(small, "-".join(["k3e6"] * 14)), Arch.parse(small, "-".join(["k3e6"] * 12 + ["k7e6"] * 2))
+    assert count(k3) == count(k7) and small.layer_shape(13, 2).key == small.layer_shape(13, 10).key
+    assert count(Arch.parse(large, str(k3)))[0] < count(Arch.parse(large, str(k7)))[0]
