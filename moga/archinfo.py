@@ -19,7 +19,12 @@ def _block_names(arch: Arch) -> list[str]:
 def describe(arch: Arch, lut_path: str | None = None) -> dict[str, Any]:
     """JSON-able facts about ``arch`` (arch, params, macs[, latency_ms]) plus a printable ``table``."""
     blocks = arch.space.walk(arch.genes)
-    ops = ["", ""][: len(blocks) - arch.space.num_layers - 1] + [c.token for c in arch.choices] + [""]
+    # a kernel larger than the map it sees is built cropped (SearchSpace.layer_shape): say so
+    tokens = [
+        c.token + (f" (as k{b.kernel})" if c.kernel != b.kernel else "")
+        for c, b in zip(arch.choices, blocks[-1 - arch.space.num_layers : -1])
+    ]
+    ops = ["", ""][: len(blocks) - arch.space.num_layers - 1] + tokens + [""]
     rows = []
     for name, op, b in zip(_block_names(arch), ops, blocks, strict=True):
         params, macs = block_cost(b)

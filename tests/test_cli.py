@@ -24,6 +24,10 @@ def test_arch_show_table(capsys):
     assert main(["arch", "show", "fairnas_a"]) == 0
     out = capsys.readouterr().out
     assert "layer19" in out and "4,651,352" in out
+    assert "(as k" not in out  # at 224 every kernel is built as chosen
+    assert main(["arch", "show", "-".join(["k7e6se"] * 14), "--resolution", "32", "--num-classes", "10"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("layer")}
+    assert "(as k" not in rows["layer6"] and "k7e6se (as k3)" in rows["layer7"] and "k7e6se (as k1)" in rows["layer14"]
 
 
 def test_arch_sample_is_seeded(capsys):
