@@ -21,8 +21,8 @@ def describe(arch: Arch, lut_path: str | None = None) -> dict[str, Any]:
     blocks = arch.space.walk(arch.genes)
     # a kernel larger than the map it sees is built cropped (SearchSpace.layer_shape): say so
     tokens = [
-        c.token + (f" (as k{b.kernel})" if c.kernel != b.kernel else "")
-        for c, b in zip(arch.choices, blocks[-1 - arch.space.num_layers : -1])
+        c.token + (f" (as k{b.kernel})" if b.kind == "ir" and c.kernel != b.kernel else "")
+        for c, b in zip(arch.choices, blocks[-1 - arch.space.num_layers : -1], strict=True)
     ]
     ops = ["", ""][: len(blocks) - arch.space.num_layers - 1] + tokens + [""]
     rows = []

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from supernet.depthwise import DepthwiseConv2d
-from supernet.space import BlockShape
+from supernet.space import BlockShape, SearchSpace
 
 
 def make_act(name: str) -> nn.Module:
@@ -106,10 +106,31 @@ def build_block(shape: BlockShape, dropout: float = 0.0) -> nn.Module:
     raise ValueError(f"unknown block kind {shape.kind!r}")
 
 
+def build_layer(space: SearchSpace, layer: int, choice: int) -> nn.Module:
+    """Searchable layer ``layer`` under ``choice``. A depthwise kernel built cropped to the feature map
+    (``SearchSpace.layer_shape``) remembers the size the choice names, so it is initialised as that
+    kernel's centre: the network starts, and trains, as the uncropped one would."""
+    block = build_block(space.layer_shape(layer, choice))
+    if isinstance(block, InvertedResidual):
+        block.depthwise.conv.init_kernel = space.layers[layer].choices[choice].kernel  # type: ignore[union-attr]
+    return block
+
+
+def centre(weight: torch.Tensor, k: int) -> torch.Tensor:
+    """The central ``k`` x ``k`` taps of a (..., K, K) kernel."""
+    lo = (weight.shape[-1] - k) // 2
+    return weight[..., lo : lo + k, lo : lo + k]
+
+
+@torch.no_grad()
 def init_weights(module: nn.Module) -> None:
     """Kaiming-normal convs, zero biases, unit BN, small-normal linear (MobileNet practice)."""
     for m in module.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, DepthwiseConv2d) and m.init_kernel > m.kernel_size[0]:
+            full = m.weight.new_empty(*m.weight.shape[:2], m.init_kernel, m.init_kernel)
+            nn.init.kaiming_normal_(full, mode="fan_out")  # the same draws as the uncropped kernel
+            m.weight.copy_(centre(full, m.kernel_size[0]))
+        elif isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

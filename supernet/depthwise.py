@@ -65,6 +65,7 @@ class DepthwiseConv2d(nn.Conv2d):
 
     def __init__(self, channels: int, kernel: int, stride: int = 1):
         super().__init__(channels, channels, kernel, stride, kernel // 2, groups=channels, bias=False)
+        self.init_kernel = kernel  # a kernel built cropped starts as the centre of one of this size (init_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.onnx.is_in_onnx_export():

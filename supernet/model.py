@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from supernet.arch import Arch
-from supernet.blocks import build_block, init_weights
+from supernet.blocks import build_block, build_layer, init_weights
 from supernet.space import BlockShape, SearchSpace, get_space
 from supernet.zoo import zoo_entry, zoo_name
 
@@ -21,7 +21,7 @@ class MobileNet(nn.Module):
         self.arch = str(arch)
         self.stem = build_block(space.stem)
         self.separable = build_block(space.separable) if space.separable else nn.Identity()
-        self.layers = nn.Sequential(*(build_block(space.layer_shape(i, g)) for i, g in enumerate(arch.genes)))
+        self.layers = nn.Sequential(*(build_layer(space, i, g) for i, g in enumerate(arch.genes)))
         self.head = build_block(space.head, space.dropout)
         init_weights(self)
 

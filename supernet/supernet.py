@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from supernet.arch import Arch
-from supernet.blocks import InvertedResidual, SqueezeExcite, build_block, init_weights
+from supernet.blocks import InvertedResidual, SqueezeExcite, build_block, build_layer, centre, init_weights
 from supernet.model import MobileNet
 from supernet.space import SearchSpace
 
@@ -21,9 +21,7 @@ class Supernet(nn.Module):
         self.space = space
         self.stem = build_block(space.stem)
         self.separable = build_block(space.separable) if space.separable else nn.Identity()
-        self.layers = nn.ModuleList(
-            nn.ModuleList(build_block(space.layer_shape(i, c)) for c in range(n)) for i, n in enumerate(space.n_choices)
-        )
+        self.layers = nn.ModuleList(nn.ModuleList(build_layer(space, i, c) for c in range(n)) for i, n in enumerate(space.n_choices))
         self.head = build_block(space.head, space.dropout)
         init_weights(self)
 
@@ -86,7 +84,7 @@ def align_choices(net: Supernet) -> None:
         expand = widest.expand.conv.weight.clone()
         project = widest.project.conv.weight.clone()
         project[:, mid_min:] = 0
-        small = min(b.depthwise.conv.weight.shape[-1] for b in irs)  # 3 in the MoGA and FairNAS spaces
+        small = min(b.depthwise.conv.init_kernel for b in irs)  # 3 in the MoGA and FairNAS spaces
         kernel = torch.empty(mid_max, 1, small, small, device=expand.device)
         nn.init.kaiming_normal_(kernel, mode="fan_out")
         for b in irs:
@@ -94,7 +92,6 @@ def align_choices(net: Supernet) -> None:
             b.expand.conv.weight.copy_(expand[:mid])
             b.project.conv.weight.copy_(project[:, :mid])
             b.depthwise.conv.weight.zero_()
-            lo = (k - small) // 2
-            b.depthwise.conv.weight[:, :, lo : lo + small, lo : lo + small] = kernel[:mid]
+            centre(b.depthwise.conv.weight, min(k, small)).copy_(centre(kernel[:mid], min(k, small)))  # built cropped: its centre
             if isinstance(b.se, SqueezeExcite):
                 b.se.expand.weight.zero_()

@@ -84,10 +84,6 @@ def test_onnx_parity(name):
 def test_kernels_are_cropped_to_the_feature_map():
     """At 32x32 with ImageNet strides the last layers see 2x2 and 1x1 maps: a 7x7 there is built, counted
     and timed as the 3x3 (1x1) it computes; at 224 every kernel is the architecture's."""
-    from dataclasses import replace
-
-    from supernet.blocks import build_block
-
     small, large = get_space("moga", num_classes=10, resolution=32), get_space("moga")
     for space in (small, large):
         for i, hw in enumerate(space.layer_hw):
@@ -96,19 +92,66 @@ def test_kernels_are_cropped_to_the_feature_map():
     assert {small.layer_shape(i, 11).kernel for i in range(14)} == {7, 3, 1}  # k7e6se on 8x8.., 2x2, 1x1 maps
     assert {large.layer_shape(i, 11).kernel for i in range(14)} == {7}
 
-    # the cropped block computes exactly what the full-kernel block does with the same (centre) weights
-    torch.manual_seed(0)
-    for layer in (8, 13):  # 2x2 and 1x1 input maps
-        shape = small.layer_shape(layer, 11)
-        full, cropped = build_block(replace(shape, kernel=7)).eval(), build_block(shape).eval()
-        state = full.state_dict()
-        k, lo = shape.kernel, (7 - shape.kernel) // 2
-        state["depthwise.conv.weight"] = state["depthwise.conv.weight"][:, :, lo : lo + k, lo : lo + k]
-        cropped.load_state_dict(state)
-        x = torch.randn(2, shape.in_ch, shape.in_hw, shape.in_hw)
-        torch.testing.assert_close(cropped(x), full(x))
-
     # so kernel choices on those layers cost the same parameters and share one latency-table key
     k3, k7 = Arch.parse(small, "-".join(["k3e6"] * 14)), Arch.parse(small, "-".join(["k3e6"] * 12 + ["k7e6"] * 2))
     assert count(k3) == count(k7) and small.layer_shape(13, 2).key == small.layer_shape(13, 10).key
     assert count(Arch.parse(large, str(k3)))[0] < count(Arch.parse(large, str(k7)))[0]
+
+
+def _uncropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every space build the kernels its choices name (moga before the crop)."""
+    from dataclasses import replace
+
+    from supernet.space import SearchSpace
+
+    crop = SearchSpace.layer_shape
+    monkeypatch.setattr(SearchSpace, "layer_shape", lambda self, i, c: replace(crop(self, i, c), kernel=self.layers[i].choices[c].kernel))
+
+
+def _same_up_to_the_crop(cropped: torch.nn.Module, full: torch.nn.Module) -> int:
+    """Every parameter equal, a cropped kernel equal to the centre of the full one; returns how many were cropped."""
+    from supernet.blocks import centre
+
+    full_params, n = dict(full.named_parameters()), 0
+    for name, p in cropped.named_parameters():
+        q = full_params[name]
+        if q.shape != p.shape:
+            q, n = centre(q, p.shape[-1]), n + 1
+        torch.testing.assert_close(p, q, msg=name)
+    return n
+
+
+def test_cropped_networks_start_and_train_as_uncropped_ones(monkeypatch):
+    """A kernel built cropped starts as the centre of the kernel its choice names (same random draws), so a
+    network computes and learns exactly what the uncropped one did: the crop changes cost, not training."""
+    from supernet.blocks import init_weights
+    from supernet.supernet import Supernet, align_choices
+
+    space = get_space("moga", num_classes=10, resolution=32, width_mult=0.25)
+    arch = Arch.random(space, np.random.default_rng(0))
+    arch = Arch.parse(space, "-".join(str(arch).split("-")[:12] + ["k7e3se", "k5e6"]))  # a 7x7 and a 5x5 on 1x1 maps
+    nets = {}
+    for name in ("cropped", "full"):
+        with monkeypatch.context() as m:
+            if name == "full":
+                _uncropped(m)
+            model, net = (
+                MobileNet(arch),
+                Supernet(space if name == "cropped" else get_space("moga", num_classes=10, resolution=32, width_mult=0.25)),
+            )
+        torch.manual_seed(0)
+        init_weights(model)
+        torch.manual_seed(1)
+        init_weights(net)
+        align_choices(net)
+        nets[name] = model, net
+    (model, net), (ref, ref_net) = nets["cropped"], nets["full"]
+    assert _same_up_to_the_crop(model, ref) >= 2 and _same_up_to_the_crop(net, ref_net) > 50
+
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    for m in (model, ref):
+        torch.manual_seed(2)  # the same dropout mask
+        torch.nn.functional.cross_entropy(m(x), y).backward()
+        torch.optim.SGD(m.parameters(), lr=0.5).step()
+    torch.testing.assert_close(model.eval()(x), ref.eval()(x))
+    _same_up_to_the_crop(model, ref)
