@@ -12,6 +12,9 @@ with ``search.seed=k`` (the data split keeps the experiment's seed, so the held-
 * ``unweighted``          - ``search.weighted_crowding=false`` (pymoo's NSGA-II)
 * ``two objectives``      - accuracy and latency only, weights 0.5 / 0.5
 * ``random search``       - ``search.algorithm=random`` (the same number of architectures)
+* ``homogeneous start``   - ``search.initial=homogeneous`` (all-k3e3 ... all-k7e6se in the first population)
+
+``--variants NAME ...`` runs a subset (names as above).
 
 Every variant evaluates population x generations architectures with the same evaluator. Scores come from
 each run's ``history.csv`` (every evaluated architecture), on objectives normalised with bounds shared by all
@@ -39,6 +42,7 @@ VARIANTS: dict[str, list[str]] = {
     "unweighted": ["search.weighted_crowding=false"],
     "two objectives": ["search.objectives=[{name: accuracy, weight: 0.5}, {name: latency, weight: 0.5}]"],
     "random search": ["search.algorithm=random"],
+    "homogeneous start": ["search.initial=homogeneous"],
 }
 
 
@@ -80,6 +84,7 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="config overrides applied to every variant")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", type=Path, default=None, help="default: <run_dir>/ablation")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="NAME", help="default: all")
     args = p.parse_intermixed_args()
     cfg = load_config(args.experiment, args.overrides)
     out = args.out or cfg.run_path / "ablation"
@@ -94,6 +99,7 @@ def main() -> None:
             )
         )
         for name, extra in VARIANTS.items()
+        if name in args.variants
         for seed in args.seeds
     }
     everything = pd.concat(histories.values())

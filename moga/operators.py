@@ -68,15 +68,20 @@ def genome_key(x: np.ndarray) -> bytes:
 
 
 class ArchSampling(Sampling):
-    """Uniform random genomes."""
+    """Uniform random genomes; with ``homogeneous``, the population starts with the networks that repeat one
+    choice in every layer (all-k3e3 ... all-k7e6se: choice ``c`` is ``c mod n`` in a layer of ``n`` choices),
+    which span the latency range from its cheapest to its dearest corner, and the rest random."""
 
-    def __init__(self, n_choices: np.ndarray) -> None:
+    def __init__(self, n_choices: np.ndarray, homogeneous: bool = False) -> None:
         super().__init__()
         self.n_choices = _as_choices(n_choices)
+        self.homogeneous = homogeneous
 
     def _do(self, problem: Any, n_samples: int, *args: Any, random_state: Rng, **kwargs: Any) -> np.ndarray:
         _check_problem(problem, self.n_choices)
-        return random_state.integers(0, self.n_choices, size=(n_samples, self.n_choices.size))
+        k = min(n_samples, int(self.n_choices.max())) if self.homogeneous else 0
+        fixed = np.arange(k)[:, None] % self.n_choices[None, :]
+        return np.concatenate([fixed, random_state.integers(0, self.n_choices, size=(n_samples - k, self.n_choices.size))])
 
 
 class LayerCrossover(Crossover):

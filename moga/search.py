@@ -111,7 +111,7 @@ def _build_algorithm(cfg: SearchConfig, space: SearchSpace, objectives: list[Obj
     controller = MutationController(n, lr=cfg.controller_lr)
     return NSGA2(
         pop_size=cfg.population,
-        sampling=ArchSampling(n),
+        sampling=ArchSampling(n, homogeneous=cfg.initial == "homogeneous"),
         crossover=LayerCrossover(cfg.crossover, cfg.crossover_prob),
         mutation=HybridMutation(n, controller, cfg.reinforced_ratio, cfg.mutation_prob, reward_weights=weights),
         survival=survival,
