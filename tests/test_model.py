@@ -129,7 +129,7 @@ def test_cropped_networks_start_and_train_as_uncropped_ones(monkeypatch):
 
     space = get_space("moga", num_classes=10, resolution=32, width_mult=0.25)
     arch = Arch.random(space, np.random.default_rng(0))
-    arch = Arch.parse(space, "-".join(str(arch).split("-")[:12] + ["k7e3se", "k5e6"]))  # a 7x7 and a 5x5 on 1x1 maps
+    arch = Arch.parse(space, "-".join([*str(arch).split("-")[:12], "k7e3se", "k5e6"]))  # a 7x7 and a 5x5 on 1x1 maps
     nets = {}
     for name in ("cropped", "full"):
         with monkeypatch.context() as m:
