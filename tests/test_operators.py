@@ -56,6 +56,18 @@ def test_sampling_within_bounds_and_uses_given_rng() -> None:
         s.do(ToyArch(N_CHOICES), 3, random_state=np.random.default_rng(0))
 
 
+def test_homogeneous_sampling_starts_with_the_one_choice_networks() -> None:
+    X = ArchSampling(MIXED, homogeneous=True).do(ToyArch(MIXED), 20, random_state=np.random.default_rng(0)).get("X")
+    assert X.shape == (20, len(MIXED)) and np.all(X >= 0) and np.all(X < MIXED)
+    np.testing.assert_array_equal(X[0], np.zeros(len(MIXED)))  # every layer its first choice
+    np.testing.assert_array_equal(X[4], [1, 0, 4, 0, 4, 0])  # choice 4, wrapped in layers with fewer choices
+    np.testing.assert_array_equal(X[:7], np.arange(7)[:, None] % MIXED)  # as many as the widest layer has choices
+    random_part = ArchSampling(MIXED).do(ToyArch(MIXED), 13, random_state=np.random.default_rng(0)).get("X")
+    np.testing.assert_array_equal(X[7:], random_part)  # then what the random sampling would draw
+    small = ArchSampling(N_CHOICES, homogeneous=True).do(ToyArch(N_CHOICES), 5, random_state=np.random.default_rng(0)).get("X")
+    np.testing.assert_array_equal(small, np.repeat(np.arange(5)[:, None], 14, axis=1))  # a smaller population: the first ones
+
+
 def _parents(rng: np.random.Generator, n: int = 50) -> np.ndarray:
     return np.stack([rng.integers(0, N_CHOICES, size=(n, 14)), rng.integers(0, N_CHOICES, size=(n, 14))])
 
