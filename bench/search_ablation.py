@@ -7,12 +7,13 @@ The experiment's run directory must hold a finished latency table and supernet (
 variant x seed searches in ``OUT/<variant>/seed<k>/`` whose ``lut/`` and ``supernet/`` link to the run's,
 with ``search.seed=k`` (the data split keeps the experiment's seed, so the held-out images stay held out):
 
-* ``weighted+reinforced`` - the experiment's search (weighted NSGA-II, reinforced + random mutation)
+* ``weighted+reinforced`` - the experiment's search (weighted NSGA-II, reinforced + random mutation, homogeneous start)
 * ``random mutation``     - ``search.reinforced_ratio=0``
 * ``unweighted``          - ``search.weighted_crowding=false`` (pymoo's NSGA-II)
 * ``two objectives``      - accuracy and latency only, weights 0.5 / 0.5
 * ``random search``       - ``search.algorithm=random`` (the same number of architectures)
-* ``homogeneous start``   - ``search.initial=homogeneous`` (all-k3e3 ... all-k7e6se in the first population)
+* ``random start``        - ``search.initial=random`` (a random first population; by default it starts with
+  all-k3e3 ... all-k7e6se)
 
 ``--variants NAME ...`` runs a subset (names as above).
 
@@ -42,7 +43,7 @@ VARIANTS: dict[str, list[str]] = {
     "unweighted": ["search.weighted_crowding=false"],
     "two objectives": ["search.objectives=[{name: accuracy, weight: 0.5}, {name: latency, weight: 0.5}]"],
     "random search": ["search.algorithm=random"],
-    "homogeneous start": ["search.initial=homogeneous"],
+    "random start": ["search.initial=random"],
 }
 
 

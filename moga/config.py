@@ -58,7 +58,7 @@ class SearchConfig(Section):
     mutation_prob: float | None = Field(default=None, ge=0, le=1)  # per layer; None = 1 / layers
     reinforced_ratio: float = Field(default=0.5, ge=0, le=1)  # share of mutations proposed by the controller
     controller_lr: float = Field(default=0.1, gt=0)
-    initial: Literal["random", "homogeneous"] = "random"  # homogeneous: all-k3e3 ... all-k7e6se first, then random
+    initial: Literal["homogeneous", "random"] = "homogeneous"  # all-k3e3 ... all-k7e6se first, then random (BENCHMARKS.md)
     algorithm: Literal["nsga2", "random"] = "nsga2"
     seed: int | None = None  # the search's own seed (default: the experiment's); the data split keeps the experiment's
 

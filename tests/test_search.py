@@ -93,12 +93,12 @@ def test_random_search_and_two_objectives(tmp_path):
 
 
 def test_homogeneous_initial_population(tmp_path):
-    """``search.initial=homogeneous``: generation 1 holds all twelve one-choice networks, then evolves as usual."""
-    result = make_search(tmp_path, "h", initial="homogeneous").run(progress=False)
+    """``search.initial=homogeneous`` (default): generation 1 holds all twelve one-choice networks; ``random`` does not."""
+    result = make_search(tmp_path, "h").run(progress=False)  # the default
     first = set(result.history.query("generation == 1")["arch"])
     tokens = [c.token for c in SPACE.layers[0].choices]
     assert {"-".join([t] * SPACE.num_layers) for t in tokens} <= first and len(first) == 16
-    plain = make_search(tmp_path, "p").run(progress=False)
+    plain = make_search(tmp_path, "p", initial="random").run(progress=False)
     assert not {"-".join([t] * SPACE.num_layers) for t in tokens} & set(plain.history.query("generation == 1")["arch"])
 
 
