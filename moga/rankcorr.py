@@ -11,8 +11,9 @@
    Each run is checkpointed in ``<run_dir>/rankcorr/<arch-id>/``; finished ones are skipped on a rerun.
    With ``--seeds S`` (S >= 2) every model is trained S times (seed j > 0 in ``<arch-id>-seed<j>/``), the
    ground truth is their mean, and the report adds the ground truth's own repeatability: Kendall's τ between
-   the seeds' rankings. No supernet can be expected to agree with one standalone run better than a second
-   standalone run does, so that τ is the ceiling a short recipe allows.
+   the seeds' rankings. It bounds what any estimator can show against this recipe: even the exact expected
+   accuracies agree with one run only about as well as the square root of that repeatability (for
+   Pearson's r exactly).
 4. Statistics: Kendall's τ-b, Spearman's ρ and the top-k overlap (k = K // 3 by default), each with a
    seeded bootstrap 95% percentile interval (resampling the K models with replacement).
 
