@@ -238,8 +238,7 @@ def rank_correlation(
             del evaluator
         del net  # every rank loaded it (a wrong file stops all of them); training needs the memory
         runs = [f"standalone_acc_seed{j}" for j in range(seeds)] if seeds > 1 else ["standalone_acc"]
-        for column in dict.fromkeys(["standalone_acc", *runs]):
-            table[column] = np.nan
+        table = table.assign(**{column: np.nan for column in ["standalone_acc", *runs]})
         for j, column in enumerate(runs):  # seed by seed: the first full ranking is there soonest
             for i, arch in enumerate(archs):
                 result = train_standalone(

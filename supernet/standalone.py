@@ -43,6 +43,7 @@ from supernet.train import (
     TrainingSetup,
     build_optimizer,
     build_scheduler,
+    check_resumable,
     derive_seed,
     fit,
     load_checkpoint,
@@ -261,6 +262,8 @@ def train_standalone(
         progress=progress,
         desc=desc,
     )
+    if checkpoint is not None:
+        check_resumable(model, checkpoint, out_dir / "last.pt")
     curves = fit(model, run, checkpoint)
 
     final = ema.averaged(model) if ema is not None else model

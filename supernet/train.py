@@ -229,7 +229,8 @@ def state_dict_misfit(expected: dict[str, torch.Tensor], found: dict[str, Any]) 
 
 
 def check_resumable(model: nn.Module, checkpoint: dict[str, Any], path: Path) -> None:
-    """A ``UserError`` if the training checkpoint at ``path`` holds weights of other names or shapes."""
+    """A ``UserError`` if the training checkpoint at ``path`` holds weights of other names or shapes; trainers
+    call it before they write anything into the run directory, so a refused resume leaves it as it was."""
     misfit = state_dict_misfit(model.state_dict(), checkpoint["model"])
     if misfit:
         raise UserError(f"{path}: weights do not fit the model being trained ({misfit}); delete it to start afresh")
@@ -459,8 +460,7 @@ def _save(model: nn.Module, run: TrainingSetup, curves: Curves, step: int, elaps
 
 
 def _restore(model: nn.Module, run: TrainingSetup, ckpt: dict[str, Any], curves: Curves) -> tuple[int, float]:
-    check_resumable(model, ckpt, run.out_dir / "last.pt")
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(ckpt["model"])  # the trainers checked it fits (check_resumable) before writing anything
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
     run.precision.scaler.load_state_dict(ckpt["scaler"])

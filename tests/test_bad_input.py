@@ -127,6 +127,19 @@ def widened_kernel(c: Ctx, part: str) -> Ctx:
     return c
 
 
+def interrupted_retrain_of_another_shape(c: Ctx) -> Ctx:
+    """A retrain interrupted after one step (``last.pt`` only) whose first depthwise kernel is two taps wider."""
+    assert main(["retrain", c.exp, "--pick", "0", "retrain.max_steps=1", "retrain.checkpoint_every=1", "--no-progress"]) == 0
+    out = c.pick0()
+    (out / "model.pt").unlink()
+    path = out / "last.pt"
+    state = torch.load(path, weights_only=True)
+    name = next(k for k in state["model"] if k.endswith("depthwise.conv.weight"))
+    state["model"][name] = torch.nn.functional.pad(state["model"][name], (1, 1, 1, 1))
+    torch.save(state, path)
+    return c
+
+
 def truncated(c: Ctx, part: str) -> Ctx:
     truncate(c.run / part)
     return c
@@ -221,6 +234,19 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
     ),
     "training checkpoint of another shape": (
         lambda c: ["supernet", "train", widened_kernel(c, "supernet/last.pt").exp, "--resume", "--no-progress"],
+        "last.pt: weights do not fit the model being trained",
+    ),
+    "retrain checkpoint of another shape": (
+        lambda c: [
+            "retrain",
+            interrupted_retrain_of_another_shape(c).exp,
+            "--pick",
+            "0",
+            "retrain.max_steps=1",
+            "retrain.checkpoint_every=1",
+            "--resume",
+            "--no-progress",
+        ],
         "last.pt: weights do not fit the model being trained",
     ),
     "truncated supernet checkpoint": (
