@@ -183,7 +183,7 @@ class FakeBackend:
         return {"runtime": "fake", "runtime_version": "1", "provider": "fake", "threads": 1, "opset": OPSET}
 
     def block_ms(self, shape: BlockShape) -> float:
-        return 0.0 if shape.kind == "skip" else self.overhead_ms + self.ms_per_mmac * block_cost(shape)[1] / 1e6
+        return 0.0 if shape.is_identity else self.overhead_ms + self.ms_per_mmac * block_cost(shape)[1] / 1e6
 
     def job_ms(self, job: Job) -> float:
         blocks = sum(self.block_ms(s) for s in job.shapes)

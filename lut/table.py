@@ -57,12 +57,12 @@ TIMING_FIELDS = ("median_ms", "mean_ms", "std_ms")
 def space_blocks(space: SearchSpace) -> dict[str, BlockShape]:
     """Every distinct block the space can place, keyed by ``BlockShape.key``, input to output.
 
-    Skip choices are identities in the network and cost nothing, so they have no entry.
+    Identity skips cost nothing, so they have no entry (a skip that projects, 1x1 conv + BN, has one).
     """
     shapes = [space.stem] + ([space.separable] if space.separable else [])
     shapes += [space.layer_shape(i, c) for i, n in enumerate(space.n_choices) for c in range(n)]
     shapes.append(space.head)
-    return {s.key: s for s in shapes if s.kind != "skip"}
+    return {s.key: s for s in shapes if not s.is_identity}
 
 
 def space_header(space: SearchSpace) -> dict[str, Any]:
@@ -237,7 +237,7 @@ class LatencyTable:
             ms = {k: e.median_ms for k, e in self.entries.items()}
 
             def lat(shape: BlockShape) -> float:
-                return 0.0 if shape.kind == "skip" else ms[shape.key]
+                return 0.0 if shape.is_identity else ms[shape.key]
 
             fixed = sum(lat(s) for s in (space.stem, space.separable, space.head) if s is not None)
             layers = tuple(np.array([lat(space.layer_shape(i, c)) for c in range(n)]) for i, n in enumerate(space.n_choices))

@@ -2,7 +2,9 @@
 
 The string has one token per searchable layer joined by ``-``, e.g. ``k5e6-k3e3se-skip-...``. The
 parser is strict: an unknown token, a token the layer does not offer, or a wrong number of tokens
-raises ``UserError`` naming the token and its 1-based position.
+raises ``UserError`` naming the token and its 1-based position. In a space whose layers offer at most
+10 choices, a code of one digit per layer (the choice index, as NAS-Bench-Macro writes ``22212220``) is
+accepted too; ``Arch.code`` gives it back.
 """
 
 from __future__ import annotations
@@ -42,17 +44,30 @@ class Arch:
     def __str__(self) -> str:
         return "-".join(c.token for c in self.choices)
 
+    @property
+    def code(self) -> str | None:
+        """One digit per layer (the choice index), or None where a layer has more than 10 choices."""
+        return "".join(map(str, self.genes)) if has_codes(self.space) else None
+
+    def canonical(self) -> Arch:
+        """The representative of the networks identical to this one (``SearchSpace.canonical``)."""
+        return Arch(self.space, self.space.canonical(self.genes))
+
     @classmethod
     def from_genome(cls, space: SearchSpace, genome: Sequence[int] | np.ndarray) -> Arch:
         return cls(space, tuple(int(g) for g in genome))
 
     @classmethod
     def parse(cls, space: SearchSpace, text: str) -> Arch:
-        tokens = text.strip().split("-")
+        text = text.strip()
+        if text.isdigit() and len(text) == space.num_layers and has_codes(space):
+            return cls(space, tuple(int(d) for d in text))  # out-of-range digits: __post_init__ names them
+        tokens = text.split("-")
         if len(tokens) != space.num_layers:
             raise UserError(
                 f"architecture {text!r} has {len(tokens)} tokens; space {space.name!r} needs {space.num_layers} "
-                f"(one per searchable layer, joined by '-')"
+                f"(one per searchable layer, joined by '-'"
+                + (f", or a code of {space.num_layers} digits, one choice index per layer)" if has_codes(space) else ")")
             )
         genes = []
         for pos, (token, layer) in enumerate(zip(tokens, space.layers, strict=True), start=1):
@@ -67,3 +82,8 @@ class Arch:
     @classmethod
     def random(cls, space: SearchSpace, rng: np.random.Generator) -> Arch:
         return cls(space, tuple(int(rng.integers(m)) for m in space.n_choices))
+
+
+def has_codes(space: SearchSpace) -> bool:
+    """Whether architectures of ``space`` can be written as digit codes (every layer has <= 10 choices)."""
+    return max(space.n_choices) <= 10

@@ -99,8 +99,8 @@ def build_block(shape: BlockShape, dropout: float = 0.0) -> nn.Module:
         return Separable(shape)
     if shape.kind == "ir":
         return InvertedResidual(shape)
-    if shape.kind == "skip":
-        return nn.Identity()
+    if shape.kind == "skip":  # where the layer changes stride or channels: a projection, as NAS-Bench-Macro builds it
+        return nn.Identity() if shape.is_identity else ConvBNAct(shape.in_ch, shape.out_ch, 1, shape.stride, act=shape.act)
     if shape.kind == "head":
         return Head(shape, dropout)
     raise ValueError(f"unknown block kind {shape.kind!r}")

@@ -86,6 +86,8 @@ def block_cost(b: BlockShape) -> tuple[int, int]:
         if b.se_ch:
             parts += [_conv(b.mid_ch, b.se_ch, 1, 1, bias=True), _conv(b.se_ch, b.mid_ch, 1, 1, bias=True)]
         parts += [_conv(b.mid_ch, b.out_ch, 1, b.out_hw), _bn(b.out_ch)]
+    elif b.kind == "skip" and not b.is_identity:
+        parts = [_conv(b.in_ch, b.out_ch, 1, b.out_hw), _bn(b.out_ch)]
     elif b.kind == "head":
         parts = [_conv(b.in_ch, b.mid_ch, 1, b.in_hw), _bn(b.mid_ch)]
         width = b.mid_ch

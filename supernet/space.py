@@ -1,8 +1,11 @@
 """Search spaces as data: YAML skeletons in a registry, resolved for a task, and the one shape walk.
 
 A space file names the fixed parts (stem, separable block, head), each searchable layer's output
-channels / stride / activation, and the choice set (kernels x expansions x squeeze-excite, optionally
-a skip choice). ``get_space`` resolves it for a number of classes, an input resolution, a width
+channels / stride / activation, and the choice set: either the product kernels x expansions x squeeze-excite
+(optionally with a skip choice where a layer keeps its shape), or an explicit list of tokens
+(``[skip, k3e3, k5e6]``: every layer offers exactly these, in this order; a ``skip`` on a layer that changes
+stride or channels is the projection 1x1 conv (with the stride) + BN + ``layers.skip_act``). A space may name
+its ``benchmark`` (trained accuracies of every network, ``supernet.benchmark``). ``get_space`` resolves it for a number of classes, an input resolution, a width
 multiplier and a stride variant. ``SearchSpace.layer_shape`` is the single place where shapes are
 derived: model building, parameter/MAC counting and latency-table keys all consume it.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -54,6 +58,7 @@ class _LayersYaml(_Strict):
     out_channels: list[int]
     strides: list[int]
     acts: list[Literal[ACTIVATIONS]] | Literal[ACTIVATIONS]  # type: ignore[valid-type]
+    skip_act: Literal[ACTIVATIONS] = "identity"  # type: ignore[valid-type]  # after a skip's projection conv + BN
 
 
 class _ChoicesYaml(_Strict):
@@ -76,13 +81,39 @@ class _HeadYaml(_Strict):
     scale_with_width: bool = True
 
 
+_TOKEN = re.compile(r"^k(?P<k>[1-9][0-9]*)e(?P<e>[0-9]+(?:\.[0-9]+)?)(?P<se>se)?$")
+
+
+def parse_token(token: str) -> Choice:
+    """The ``Choice`` a token names: ``skip``, ``k<kernel>e<expansion>`` or ``k<kernel>e<expansion>se``."""
+    if token == "skip":
+        return Choice(skip=True)
+    match = _TOKEN.match(token)
+    if not match or float(match["e"]) <= 0:
+        raise ValueError(f"{token!r} is not a choice token (skip, k<kernel>e<expansion>[se], e.g. k3e6 or k5e3se)")
+    return Choice(int(match["k"]), float(match["e"]), match["se"] is not None)
+
+
 class _SpaceYaml(_Strict):
     name: str
     stem: _StemYaml
     separable: _SeparableYaml | None = None
     layers: _LayersYaml
-    choices: _ChoicesYaml
+    choices: _ChoicesYaml | list[str]
     head: _HeadYaml
+    benchmark: str | None = None  # name of the table of trained accuracies of this exact space, if any
+
+    @field_validator("choices")
+    @classmethod
+    def _tokens(cls, v: _ChoicesYaml | list[str]) -> _ChoicesYaml | list[str]:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("an explicit choice list needs at least one token")
+            for token in v:
+                parse_token(token)
+            if len(set(v)) != len(v):
+                raise ValueError(f"choice tokens listed twice in {v}")
+        return v
 
 
 # ----------------------------------------------------------------------------- resolved space
@@ -109,6 +140,12 @@ class LayerSpec:
     stride: int
     act: str
     choices: tuple[Choice, ...]
+    skip_act: str = "identity"  # a skip that changes stride or channels: 1x1 conv + BN + this
+
+    @property
+    def keeps_shape(self) -> bool:
+        """Stride 1 and as many channels out as in: a skip here is the identity."""
+        return self.stride == 1 and self.in_channels == self.out_channels
 
 
 @dataclass(frozen=True)
@@ -131,6 +168,11 @@ class BlockShape:
     @property
     def residual(self) -> bool:
         return self.kind == "ir" and self.stride == 1 and self.in_ch == self.out_ch
+
+    @property
+    def is_identity(self) -> bool:
+        """A skip that changes nothing: no weights, no cost, no latency-table entry."""
+        return self.kind == "skip" and self.stride == 1 and self.in_ch == self.out_ch
 
     @property
     def key(self) -> str:
@@ -156,6 +198,7 @@ class SearchSpace:
     layer_hw: tuple[int, ...]  # input resolution of each searchable layer
     head: BlockShape
     dropout: float
+    benchmark: str | None = None  # trained accuracies of every network (``supernet.benchmark``), if published
 
     @property
     def num_layers(self) -> int:
@@ -182,7 +225,9 @@ class SearchSpace:
         hw = self.layer_hw[layer]
         out_hw = (hw + spec.stride - 1) // spec.stride
         if op.skip:
-            return BlockShape("skip", hw, spec.in_channels, out_hw, spec.out_channels)
+            if spec.keeps_shape:
+                return BlockShape("skip", hw, spec.in_channels, out_hw, spec.out_channels)
+            return BlockShape("skip", hw, spec.in_channels, out_hw, spec.out_channels, stride=spec.stride, act=spec.skip_act)
         mid = make_divisible(spec.in_channels * op.expansion) if op.expansion != 1 else spec.in_channels
         return BlockShape(
             "ir",
@@ -197,6 +242,34 @@ class SearchSpace:
             se_ch=mid // 4 if op.se else 0,
             act=spec.act,
         )
+
+    def canonical(self, genes: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+        """The representative of ``genes``' class of identical networks: within each run of consecutive layers
+        where a skip is the identity (same shape, activation and choices), the skips move to the run's end and
+        the other blocks keep their order. An identity layer computes nothing, so where it sits in such a run
+        changes nothing but the path through the supernet (NAS-Bench-Macro trains one network per class)."""
+        out = list(genes)
+        i = 0
+        while i < len(out):
+            j = i
+            while j < len(out) and self._identity_skip(j) is not None and self._same_layer(i, j):
+                j += 1
+            if j - i > 1:
+                skip = self._identity_skip(i)
+                kept = [g for g in out[i:j] if g != skip]
+                out[i:j] = kept + [skip] * (j - i - len(kept))  # type: ignore[list-item]
+            i = max(j, i + 1)
+        return tuple(out)
+
+    def _identity_skip(self, layer: int) -> int | None:
+        spec = self.layers[layer]
+        if not spec.keeps_shape:
+            return None
+        return next((c for c, op in enumerate(spec.choices) if op.skip), None)
+
+    def _same_layer(self, a: int, b: int) -> bool:
+        la, lb = self.layers[a], self.layers[b]
+        return la == lb and self.layer_hw[a] == self.layer_hw[b]
 
     def walk(self, genes: tuple[int, ...] | list[int]) -> list[BlockShape]:
         """Every block of the network for one architecture, input to output."""
@@ -270,12 +343,17 @@ def get_space(
         separable = BlockShape("separable", hw, prev, hw, ch(y.separable.channels), kernel=y.separable.kernel, act=y.separable.act)
         prev = separable.out_ch
 
-    base = [Choice(k, e, se) for k, e, se in itertools.product(y.choices.kernels, y.choices.expansions, y.choices.se)]
+    if isinstance(y.choices, list):  # explicit: every layer offers these, in this order
+        base, skip_where_shape_kept = [parse_token(t) for t in y.choices], False
+    else:
+        c = y.choices
+        base, skip_where_shape_kept = [Choice(k, e, se) for k, e, se in itertools.product(c.kernels, c.expansions, c.se)], c.skip
     layers, layer_hw = [], []
     for out, stride, act in zip(y.layers.out_channels, strides, acts, strict=True):
         out_ch = ch(out)
-        can_skip = y.choices.skip and stride == 1 and prev == out_ch
-        layers.append(LayerSpec(prev, out_ch, stride, act, tuple(base) + ((Choice(skip=True),) if can_skip else ())))
+        can_skip = skip_where_shape_kept and stride == 1 and prev == out_ch
+        choices = tuple(base) + ((Choice(skip=True),) if can_skip else ())
+        layers.append(LayerSpec(prev, out_ch, stride, act, choices, y.layers.skip_act))
         layer_hw.append(hw)
         hw = (hw + stride - 1) // stride
         prev = out_ch
@@ -292,8 +370,9 @@ def get_space(
         act=y.head.act,
     )
     return SearchSpace(
-        y.name, num_classes, resolution, width_mult, variant, stem, separable, tuple(layers), tuple(layer_hw), head, y.head.dropout
-    )
+        y.name, num_classes, resolution, width_mult, variant, stem, separable, tuple(layers), tuple(layer_hw), head, y.head.dropout,
+        y.benchmark,
+    )  # fmt: skip
 
 
 def space_spec(space: SearchSpace) -> dict[str, Any]:

@@ -1,0 +1,152 @@
+"""Tabular NAS benchmarks: trained accuracies of every network of a space, shipped with moga.
+
+``NAS-Bench-Macro`` (Su et al., "Prioritized Architecture Sampling with Monte-Carlo Tree Search", CVPR 2021;
+public repository xiusu/NAS-Bench-Macro; Apache-2.0, ``assets/nasbench_macro/LICENSE``) trained each of
+the 3,969 distinct networks of the ``nasbench_macro`` space three times for 50 epochs on CIFAR-10 and gives
+the test accuracy of each run, plus parameter and FLOPs counts. The file ships unchanged (gzip of the
+published JSON) and is read with ``json`` only: a table is data, never code.
+
+    bench = load_benchmark("nasbench_macro")
+    bench.check_space(space)            # the space resolves to exactly the benchmarked network
+    rec = bench.lookup(arch)            # per-seed and mean accuracy, params, FLOPs
+    archs = bench.distinct(space)       # one canonical architecture per distinct network
+
+Equivalent architectures (``SearchSpace.canonical``: identity layers moved to their stage's end) are one
+network and share one record; ``lookup`` canonicalises.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from supernet.arch import Arch
+from supernet.errors import UserError
+from supernet.space import SearchSpace, get_space
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+@dataclass(frozen=True)
+class BenchmarkInfo:
+    """Where a benchmark's table is and the exact space setting it was trained in."""
+
+    file: Path
+    space: str
+    resolution: int
+    num_classes: int
+    width_mult: float
+    variant: str
+    source: str
+    dataset: str
+
+
+BENCHMARKS: dict[str, BenchmarkInfo] = {
+    "nasbench_macro": BenchmarkInfo(
+        ASSETS / "nasbench_macro" / "nas-bench-macro_cifar10.json.gz",
+        "nasbench_macro",
+        32,
+        10,
+        1.0,
+        "imagenet",
+        "NAS-Bench-Macro (Su et al., CVPR 2021), Apache-2.0",
+        "CIFAR-10 test set, best of 50 epochs, 3 seeds",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class BenchmarkRecord:
+    """One trained network: the test accuracy (%) of each seed, their mean and std, params and FLOPs."""
+
+    code: str
+    test_acc: tuple[float, ...]
+    mean_acc: float
+    std: float
+    params: int
+    flops: int
+
+
+class Benchmark:
+    """The table of one benchmark, keyed by canonical code."""
+
+    def __init__(self, name: str, info: BenchmarkInfo, records: dict[str, BenchmarkRecord]):
+        self.name, self.info, self.records = name, info, records
+        self.space = get_space(info.space, num_classes=info.num_classes, resolution=info.resolution, width_mult=info.width_mult,
+                               variant=info.variant)  # fmt: skip
+        self.seeds = len(next(iter(records.values())).test_acc)
+
+    def check_space(self, space: SearchSpace) -> None:
+        """Refuse a space that is not the benchmarked network (another space, resolution, width, stride variant)."""
+        if space.name != self.space.name:
+            raise UserError(f"benchmark {self.name!r} describes space {self.space.name!r}, not {space.name!r}")
+        if space != self.space:
+            i = self.info
+            raise UserError(
+                f"benchmark {self.name!r} describes space {i.space!r} at resolution {i.resolution}, {i.num_classes} classes, width "
+                f"{i.width_mult:g}, variant {i.variant}; this one is at resolution {space.resolution}, {space.num_classes} classes, "
+                f"width {space.width_mult:g}, variant {space.variant} (set space.resolution/num_classes/width_mult/variant to match)"
+            )
+
+    def lookup(self, arch: Arch) -> BenchmarkRecord:
+        """The record of ``arch``'s network (equivalent architectures share one)."""
+        self.check_space(arch.space)
+        code = arch.canonical().code
+        record = self.records.get(code or "")
+        if record is None:
+            raise UserError(f"benchmark {self.name!r} has no entry for {arch} (code {code}): the table is incomplete")
+        return record
+
+    def mean_accuracy(self, archs: list[Arch]) -> np.ndarray:
+        return np.array([self.lookup(a).mean_acc for a in archs])
+
+    def distinct(self, space: SearchSpace | None = None) -> list[Arch]:
+        """One canonical architecture per distinct network, in code order."""
+        space = space or self.space
+        self.check_space(space)
+        genomes = itertools.product(*(range(n) for n in space.n_choices))
+        return [Arch(space, g) for g in genomes if space.canonical(g) == g]
+
+
+def registered_benchmarks() -> list[str]:
+    return sorted(BENCHMARKS)
+
+
+def load_benchmark(name: str) -> Benchmark:
+    """A registered benchmark (``nasbench_macro``); an unknown name or an unreadable table is a ``UserError``."""
+    if name not in BENCHMARKS:
+        raise UserError(f"unknown benchmark {name!r}: moga ships {', '.join(registered_benchmarks())}")
+    return _load(name)
+
+
+@cache
+def _load(name: str) -> Benchmark:
+    info = BENCHMARKS[name]
+    try:
+        with gzip.open(info.file, "rt", encoding="utf-8") as f:
+            raw = json.load(f)
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read benchmark table {info.file}: {exc}") from None
+    bench = Benchmark(name, info, {"0": BenchmarkRecord("0", (0.0,), 0.0, 0.0, 0, 0)})  # the space, to canonicalise
+    records = {}
+    try:
+        if not isinstance(raw, dict):
+            raise TypeError("expected an object of code -> record")
+        for code, r in raw.items():
+            genes = tuple(int(d) for d in code)
+            if len(genes) != bench.space.num_layers:
+                raise ValueError(f"code {code!r} has {len(genes)} digits")
+            canonical = "".join(map(str, bench.space.canonical(genes)))
+            accs = tuple(float(a) for a in r["test_acc"])
+            record = BenchmarkRecord(canonical, accs, float(r["mean_acc"]), float(r["std"]), int(r["params"]), int(r["flops"]))
+            if records.setdefault(canonical, record) != record:
+                raise ValueError(f"equivalent codes {code!r} and {canonical!r} have different records")
+    except (TypeError, ValueError, KeyError) as exc:
+        raise UserError(f"benchmark table {info.file} is malformed: {type(exc).__name__}: {exc}") from None
+    return Benchmark(name, info, records)
