@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 
 from supernet.arch import Arch
+from supernet.errors import UserError
 from supernet.model import block_cost, count
 
 
@@ -21,7 +22,9 @@ def describe(arch: Arch, lut_path: str | None = None) -> dict[str, Any]:
     blocks = arch.space.walk(arch.genes)
     # a kernel larger than the map it sees is built cropped (SearchSpace.layer_shape): say so
     tokens = [
-        c.token + (f" (as k{b.kernel})" if b.kind == "ir" and c.kernel != b.kernel else "")
+        c.token
+        + (f" (as k{b.kernel})" if b.kind == "ir" and c.kernel != b.kernel else "")
+        + (" (1x1 conv)" if b.kind == "skip" and not b.is_identity else "")
         for c, b in zip(arch.choices, blocks[-1 - arch.space.num_layers : -1], strict=True)
     ]
     ops = ["", ""][: len(blocks) - arch.space.num_layers - 1] + tokens + [""]
@@ -50,6 +53,22 @@ def describe(arch: Arch, lut_path: str | None = None) -> dict[str, Any]:
         "macs": macs,
     }
     footer = f"params {params:,}   multiply-adds {macs / 1e6:.1f}M"
+    if arch.code is not None:
+        info["code"] = arch.code
+    if arch.space.benchmark:
+        from supernet.benchmark import load_benchmark
+
+        bench = load_benchmark(arch.space.benchmark)
+        try:
+            bench.check_space(arch.space)
+        except UserError:
+            pass  # another resolution or width than the benchmarked one: no trained accuracy applies
+        else:
+            rec = bench.lookup(arch)
+            info["benchmark"] = {"name": bench.name, "network": rec.code, "test_acc": list(rec.test_acc), "mean_acc": rec.mean_acc}
+            same = "" if rec.code == arch.code else f" (as {rec.code}, the same network)"
+            seeds = " / ".join(f"{a:.2f}" for a in rec.test_acc)
+            footer += f"\n{bench.name}{same}: trained test accuracy {rec.mean_acc:.2f}% (seeds {seeds}; {bench.info.dataset})"
     if lut_path:
         from lut.table import LatencyTable
 

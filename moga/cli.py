@@ -14,21 +14,39 @@ from supernet.errors import UserError
 
 def _space_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", default=None, help="search space name or YAML path (default: the zoo model's, else moga)")
-    p.add_argument("--resolution", type=int, default=224)
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--width-mult", type=float, default=1.0)
-    p.add_argument("--variant", default="imagenet", help="imagenet or cifar (stride-1 stem for 32x32 inputs)")
+    p.add_argument("--resolution", type=int, default=None, help="default 224, or the benchmark's setting for a benchmarked space")
+    p.add_argument("--num-classes", type=int, default=None, help="default 1000, or the benchmark's setting")
+    p.add_argument("--width-mult", type=float, default=None, help="default 1.0, or the benchmark's setting")
+    p.add_argument("--variant", default=None, help="imagenet (default) or cifar (stride-1 stem for 32x32 inputs)")
+
+
+def _space(args: argparse.Namespace, name: str):
+    """The space ``name`` resolved with the given settings; unset ones default to the space's benchmark setting
+    (NAS-Bench-Macro: 32², 10 classes) if it has one, else to ImageNet (224², 1000 classes)."""
+    from supernet import get_space
+    from supernet.benchmark import BENCHMARKS
+
+    benchmark = BENCHMARKS.get(get_space(name).benchmark or "")
+    defaults = (
+        {
+            "resolution": benchmark.resolution,
+            "num_classes": benchmark.num_classes,
+            "width_mult": benchmark.width_mult,
+            "variant": benchmark.variant,
+        }
+        if benchmark
+        else {"resolution": 224, "num_classes": 1000, "width_mult": 1.0, "variant": "imagenet"}
+    )
+    given = {k: getattr(args, k) for k in defaults if getattr(args, k) is not None}
+    return get_space(name, **(defaults | given))
 
 
 def _resolve(args: argparse.Namespace):
-    from supernet import get_space, resolve_arch
+    from supernet import resolve_arch
     from supernet.zoo import zoo_entry, zoo_name
 
     space_name = args.space or (zoo_entry(args.arch)[0] if zoo_name(args.arch) else "moga")
-    space = get_space(
-        space_name, num_classes=args.num_classes, resolution=args.resolution, width_mult=args.width_mult, variant=args.variant
-    )
-    return resolve_arch(args.arch, space)
+    return resolve_arch(args.arch, _space(args, space_name))
 
 
 def cmd_arch_show(args: argparse.Namespace) -> None:
@@ -44,11 +62,9 @@ def cmd_arch_show(args: argparse.Namespace) -> None:
 def cmd_arch_sample(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from supernet import Arch, get_space
+    from supernet import Arch
 
-    space = get_space(
-        args.space, num_classes=args.num_classes, resolution=args.resolution, width_mult=args.width_mult, variant=args.variant
-    )
+    space = _space(args, args.space)
     rng = np.random.default_rng(args.seed)
     for _ in range(args.n):
         print(Arch.random(space, rng))
@@ -72,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     arch = sub.add_parser("arch", help="inspect architectures").add_subparsers(dest="arch_command", required=True, metavar="ACTION")
     p = arch.add_parser("show", help="per-layer table, parameters and multiply-adds of one architecture")
-    p.add_argument("arch", help="zoo name (moga_a, fairnas_c, ...) or architecture string")
+    p.add_argument("arch", help="zoo name (moga_a, fairnas_c, ...), architecture string, or digit code (--space nasbench_macro 22212220)")
     _space_args(p)
     p.add_argument("--lut", default=None, help="latency table JSON: adds the predicted latency")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -62,6 +62,11 @@ class Arch:
         text = text.strip()
         if text.isdigit() and len(text) == space.num_layers and has_codes(space):
             return cls(space, tuple(int(d) for d in text))  # out-of-range digits: __post_init__ names them
+        if text.isdigit() and not has_codes(space):
+            raise UserError(
+                f"{text!r} looks like a digit code, but space {space.name!r} has layers with more than 10 choices and takes "
+                "architecture strings only (NAS-Bench-Macro codes belong to space nasbench_macro)"
+            )
         tokens = text.split("-")
         if len(tokens) != space.num_layers:
             raise UserError(

@@ -104,3 +104,21 @@ def test_missing_entry_is_named(space) -> None:
     trimmed = type(bench)(bench.name, bench.info, {k: v for k, v in bench.records.items() if k != "22212220"})
     with pytest.raises(UserError, match=r"no entry for k5e6\S* \(code 22212220\)"):
         trimmed.lookup(Arch.parse(space, "22212202"))
+
+
+def test_arch_show_takes_codes_and_shows_trained_accuracy(capsys) -> None:
+    from moga.cli import main
+
+    assert main(["arch", "show", "22212202", "--space", "nasbench_macro", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["params"] == 1_985_514 and info["macs"] == 85_164_544 and info["resolution"] == 32  # the benchmark's setting
+    assert info["code"] == "22212202" and info["benchmark"]["network"] == "22212220"
+    assert info["benchmark"]["mean_acc"] == pytest.approx(93.1267, abs=1e-3)
+    assert main(["arch", "show", "02012100", "--space", "nasbench_macro"]) == 0
+    out = capsys.readouterr().out
+    assert "skip (1x1 conv)" in out and "trained test accuracy 89.20%" in out
+    # another resolution: the same code, no trained accuracy claimed
+    assert main(["arch", "show", "02012100", "--space", "nasbench_macro", "--resolution", "64", "--json"]) == 0
+    assert "benchmark" not in json.loads(capsys.readouterr().out)
+    assert main(["arch", "show", "22212202"]) == 2  # the MoGA space takes no digit codes
+    assert "belong to space nasbench_macro" in capsys.readouterr().err
