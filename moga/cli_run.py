@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("search", help="weighted NSGA-II search with the trained supernet and latency tables")
+    p = sub.add_parser("search", help="weighted NSGA-II search with the latency tables and supernet (or benchmark) accuracy")
     p.add_argument("experiment", help="experiment YAML")
     p.add_argument("overrides", nargs="*", help="section.key=value config overrides")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search from its last completed generation")
@@ -70,7 +70,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def cmd_front(args: argparse.Namespace) -> None:
-    from moga.front import annotate, filter_front, format_front, latency_column, read_front
+    from moga.front import annotate, filter_front, format_front, latency_column, read_front, regret_summary
 
     front = read_front(args.path)
     shown = filter_front(front, args.max_latency, args.min_accuracy, args.sort)
@@ -78,6 +78,9 @@ def cmd_front(args: argparse.Namespace) -> None:
         raise UserError("no model on the front passes these filters")
     marked, budgets = annotate(shown, args.budget)
     print(format_front(marked))
+    summary = regret_summary(marked)
+    if summary:
+        print(summary)
     x = latency_column(marked)
     if budgets and x:
         print(f"\nknee: the best accuracy-for-latency trade-off; best<=B: most accurate model within B ms ({x})")

@@ -60,6 +60,9 @@ class SearchConfig(Section):
     controller_lr: float = Field(default=0.1, gt=0)
     initial: Literal["homogeneous", "random"] = "homogeneous"  # all-k3e3 ... all-k7e6se first, then random (BENCHMARKS.md)
     algorithm: Literal["nsga2", "random"] = "nsga2"
+    # where the accuracy objective comes from: the trained supernet's estimate, or the space's benchmark table
+    # (the mean trained accuracy of the network; needs a benchmarked space, e.g. nasbench_macro; no supernet)
+    accuracy: Literal["supernet", "benchmark"] = "supernet"
     seed: int | None = None  # the search's own seed (default: the experiment's); the data split keeps the experiment's
 
     @field_validator("objectives")

@@ -1,4 +1,8 @@
-"""Reading a Pareto front back: filter it, find the knee, the best model under latency budgets."""
+"""Reading a Pareto front back: filter it, find the knee, the best model under latency budgets.
+
+On a benchmarked space the front also carries ``true_accuracy`` and ``regret`` (``moga.truefront``); they are
+shown, and ``regret_summary`` gives the median regret of the front and the knee's.
+"""
 
 from __future__ import annotations
 
@@ -102,7 +106,22 @@ def format_front(front: pd.DataFrame) -> str:
     if "macs" in show:
         show["macs"] = (show["macs"] / 1e6).map("{:.1f}M".format)
     for col in show:
-        if col.startswith("latency_ms") or col == "accuracy":
-            show[col] = show[col].map("{:.3f}".format if col != "accuracy" else "{:.2f}".format)
-    cols = [c for c in ["id", "accuracy", *[c for c in show if c.startswith("latency_ms")], "params", "macs", "mark", "arch"] if c in show]
+        if col.startswith("latency_ms"):
+            show[col] = show[col].map("{:.3f}".format)
+        elif col in ("accuracy", "true_accuracy", "regret"):
+            show[col] = show[col].map("{:.2f}".format)
+    lat = [c for c in show if c.startswith("latency_ms")]
+    cols = [c for c in ["id", "accuracy", "true_accuracy", "regret", *lat, "params", "macs", "mark", "arch"] if c in show]
     return show[cols].to_string(index=False)
+
+
+def regret_summary(front: pd.DataFrame) -> str | None:
+    """One line on a front with ground truth: median regret over its models and the knee's (None without)."""
+    if "regret" not in front or front["regret"].dropna().empty:
+        return None
+    line = f"ground truth: median regret {front['regret'].median():.2f} pp over {len(front)} models"
+    knee = front[front["mark"].str.contains("knee")] if "mark" in front else front.iloc[:0]
+    if len(knee):
+        k = knee.iloc[0]
+        line += f", knee (id {k['id']}) {k['regret']:.2f} pp at true accuracy {k['true_accuracy']:.2f} %"
+    return line

@@ -3,7 +3,8 @@
 Latency, parameters and multiply-adds are additive over layers, so they come from per-layer arrays
 (a gather and a sum per architecture) and their exact ranges over the space are known, which lets the
 search refuse impossible constraints up front. Accuracy is the expensive part: it is asked only for
-architectures not seen before, batched, and shared across torchrun ranks.
+architectures not seen before, batched, and shared across torchrun ranks. With ``search.accuracy: benchmark``
+it is a table lookup (``moga.truefront.GroundTruth.accuracy``) and nothing is expensive.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ class ArchMetrics:
             self.bounds[f"latency:{name}"] = tuple(sorted(np.asarray(p.calibration.apply(np.array([lo, hi])), float).tolist()))
 
     def __call__(self, archs: list[Arch]) -> dict[str, np.ndarray]:
+        out = self.costs(archs)
+        if self.accuracy is not None:
+            out["accuracy"] = np.asarray(self.accuracy(archs), dtype=float)
+        return out
+
+    def costs(self, archs: list[Arch]) -> dict[str, np.ndarray]:
+        """Every metric but accuracy: cheap, so a benchmarked space's true front enumerates all its networks."""
         g = np.stack([a.genome for a in archs])
         layers = range(g.shape[1])
         out = {
@@ -49,8 +57,6 @@ class ArchMetrics:
         }
         for name, p in self.predictors.items():
             out[f"latency:{name}"] = p.predict_genomes(g)
-        if self.accuracy is not None:
-            out["accuracy"] = np.asarray(self.accuracy(archs), dtype=float)
         return out
 
 

@@ -4,6 +4,11 @@ for the same config and resumed when it was interrupted.
 ``stages.json`` in the run directory records, per stage, the hash of the config sections it depends on,
 its status and its wall time. A finished stage whose sections changed is refused with the changed keys
 named (results of another config are never silently mixed or overwritten): use another ``run_dir``.
+
+The supernet stage runs only when the search reads supernet accuracy (``needs_supernet``): with
+``search.accuracy: benchmark`` (accuracies from the space's benchmark table) or no accuracy objective or
+constraint it is skipped, and the search stage's hash then leaves out the data and supernet sections it does
+not depend on.
 """
 
 from __future__ import annotations
@@ -29,9 +34,16 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+def stage_sections(cfg: ExperimentConfig, stage: str) -> tuple[str, ...]:
+    """The config sections ``stage``'s output depends on for this config."""
+    if stage == "search" and not needs_supernet(cfg):
+        return tuple(k for k in STAGE_SECTIONS[stage] if k not in ("data", "supernet"))
+    return STAGE_SECTIONS[stage]
+
+
 def stage_hash(cfg: ExperimentConfig, stage: str) -> str:
     dump = cfg.model_dump(mode="json")
-    return config_hash({k: dump[k] for k in STAGE_SECTIONS[stage]})
+    return config_hash({k: dump[k] for k in stage_sections(cfg, stage)})
 
 
 class StageLog:
@@ -70,7 +82,8 @@ def check_run_dir(cfg: ExperimentConfig, log: StageLog) -> None:
         return
     old = yaml.safe_load(saved.read_text()) or {}
     new = cfg.model_dump(mode="json")
-    for stage, sections in STAGE_SECTIONS.items():
+    for stage in STAGE_SECTIONS:
+        sections = stage_sections(cfg, stage)
         entry = log.stages.get(stage)
         if entry and entry.get("hash") != stage_hash(cfg, stage):
             changed = differences({k: old.get(k) for k in sections}, {k: new[k] for k in sections})
@@ -152,6 +165,25 @@ def needs_accuracy(cfg: ExperimentConfig) -> bool:
     return any(o.name == "accuracy" for o in cfg.search.objectives) or any(c.strip().startswith("accuracy") for c in cfg.search.constraints)
 
 
+def needs_supernet(cfg: ExperimentConfig) -> bool:
+    """Whether the search reads accuracy from a trained supernet (not from a benchmark table, not at all)."""
+    return needs_accuracy(cfg) and cfg.search.accuracy == "supernet"
+
+
+def check_accuracy_source(cfg: ExperimentConfig) -> None:
+    """``search.accuracy: benchmark`` needs a space whose benchmark describes it exactly (a ``UserError`` if not)."""
+    if cfg.search.accuracy == "benchmark":
+        from moga.truefront import GroundTruth
+
+        GroundTruth.for_space(experiment_space(cfg), required=True)
+
+
+def supernet_skip_reason(cfg: ExperimentConfig) -> str:
+    if needs_accuracy(cfg):
+        return f"search.accuracy is benchmark (accuracies from the {experiment_space(cfg).benchmark} table)"
+    return "no search objective or constraint reads accuracy"
+
+
 def search_stage(cfg: ExperimentConfig, resume: bool, progress: bool, writer: bool = True) -> dict[str, Any]:
     from lut.build import load_tables, lut_space
     from moga.metrics import ArchMetrics, shared_across_ranks
@@ -159,7 +191,14 @@ def search_stage(cfg: ExperimentConfig, resume: bool, progress: bool, writer: bo
 
     space = experiment_space(cfg)
     accuracy = None
-    if needs_accuracy(cfg):
+    check_accuracy_source(cfg)
+    if needs_accuracy(cfg) and cfg.search.accuracy == "benchmark":
+        from moga.truefront import GroundTruth
+
+        truth = GroundTruth.for_space(space, required=True)
+        assert truth is not None
+        accuracy = truth.accuracy
+    elif needs_accuracy(cfg):
         from supernet.evaluate import SubnetEvaluator
         from supernet.train import load_supernet
 
@@ -177,12 +216,13 @@ def search_stage(cfg: ExperimentConfig, resume: bool, progress: bool, writer: bo
 
 
 def check_search_setup(cfg: ExperimentConfig) -> None:
-    """The search's objectives and constraints against the latency tables (exact metric ranges), so a search
-    that cannot run is refused before a supernet is trained for it."""
+    """The search's objectives and constraints against the latency tables (exact metric ranges) and its accuracy
+    source, so a search that cannot run is refused before a supernet is trained for it."""
     from lut.build import load_tables, lut_space
     from moga.metrics import ArchMetrics
     from moga.objectives import check_satisfiable, make_objectives, parse_constraint
 
+    check_accuracy_source(cfg)
     metrics = ArchMetrics(experiment_space(cfg), load_tables(cfg), None, lut_space(cfg))
     make_objectives([(o.name, o.weight, o.maximize) for o in cfg.search.objectives], metrics.tables)
     check_satisfiable([parse_constraint(c, metrics.tables) for c in cfg.search.constraints], metrics.bounds)
@@ -197,6 +237,7 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> Path:
     with locked_on_rank0(run, ctx):
         log = StageLog(run, writer=ctx.is_main)
         check_run_dir(cfg, log)
+        check_accuracy_source(cfg)  # before measuring latency for a search that cannot run
         if ctx.is_main:
             atomic_write_text(run / "config.yaml", dump_config(cfg))
         main_progress = progress and ctx.is_main
@@ -205,7 +246,10 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> Path:
         _barrier(ctx)
         if not log.done("search", stage_hash(cfg, "search")):
             check_search_setup(cfg)
-        log.run("supernet", stage_hash(cfg, "supernet"), lambda: supernet_stage(cfg, ctx, device, main_progress))
+        if needs_supernet(cfg):
+            log.run("supernet", stage_hash(cfg, "supernet"), lambda: supernet_stage(cfg, ctx, device, main_progress))
+        elif ctx.is_main:
+            print(f"[supernet] not needed, skipped: {supernet_skip_reason(cfg)}")
         log.run("search", stage_hash(cfg, "search"), lambda: search_stage(cfg, True, main_progress, ctx.is_main))
         if ctx.is_main:
             report = build_report(run)

@@ -7,6 +7,22 @@ Resume without pickles: every completed generation saves ``state.json`` holding 
 far. ``--resume`` re-runs the (deterministic, seeded) loop from generation 1 answering evaluations from
 that record, so it reaches exactly the state an uninterrupted run had, then continues. Replaying pymoo's
 bookkeeping costs milliseconds per generation; evaluations are the expensive part and are never redone.
+
+Ground truth (``moga.truefront``, where the definitions live): on a space with a benchmark table, whatever
+``search.accuracy`` is, the search writes ``true_front.csv`` (the true Pareto front of its objectives over every
+distinct network), a ``true_accuracy`` column in ``history.csv`` and ``pareto.csv``, ``regret`` in
+``pareto.csv``, and per generation ``hv_ratio`` and ``igd`` of its front re-scored with true accuracies in
+``hypervolume.csv``. Spaces without a benchmark get none of these.
+
+``search.accuracy: benchmark`` scores accuracy with the table instead of a supernet, and the search then works
+on networks, not codes: equivalent codes (``SearchSpace.canonical``) are one network with one record, keyed and
+written by its canonical architecture, so ``history.csv`` has one row per distinct network and every count of
+evaluations (``evaluated``, ``total_evaluated``) counts networks; NSGA-II's duplicate elimination and random
+search's sampler reject an offspring equivalent to one already in the population / already drawn, and an
+offspring equivalent to an earlier, archived network is answered from its record at no cost. The genomes the
+operators see are left as they are (no repair to canonical form), so mutation and its controller behave as on
+any space. With the supernet, equivalent codes are different paths through it with different estimates, so
+they stay separate records.
 """
 
 from __future__ import annotations
@@ -20,8 +36,8 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.duplicate import DuplicateElimination
 from pymoo.core.problem import Problem
-from pymoo.indicators.hv import HV
 from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from tqdm.auto import tqdm
@@ -31,7 +47,8 @@ from moga.crowding import make_crowding_function, weighted_crowding_distance
 from moga.objectives import Constraint, Objective, check_satisfiable, column, make_objectives, parse_constraint
 from moga.operators import ArchSampling, GenomeDuplicateElimination, HybridMutation, LayerCrossover, MutationController
 from moga.plots import line_plot, pairwise_plot, pareto_plot
-from supernet.arch import Arch
+from moga.truefront import GroundTruth, TrueFront, feasible_front, hypervolume, objective_matrix
+from supernet.arch import Arch, has_codes
 from supernet.errors import UserError
 from supernet.io import atomic_write_text, read_json, write_json
 from supernet.space import SearchSpace
@@ -45,6 +62,9 @@ class Metrics(Protocol):
 
     def __call__(self, archs: list[Arch]) -> dict[str, np.ndarray]: ...
 
+    # optional: ``costs(archs)``, every metric but accuracy (cheap). On a benchmarked space the true front is
+    # enumerated with it; without it, only a search with ``accuracy: benchmark`` (whose ``__call__`` is cheap) gets one.
+
 
 @dataclass
 class SearchResult:
@@ -54,22 +74,37 @@ class SearchResult:
 
 
 class EvaluationRecord:
-    """Every evaluated architecture's metrics, keyed by architecture string, evaluated once."""
+    """Every evaluated architecture's metrics, keyed by architecture string, evaluated once.
 
-    def __init__(self, space: SearchSpace, metrics: Metrics, records: dict[str, dict[str, float]] | None = None):
-        self.space, self.metrics = space, metrics
+    ``by_network``: keyed by the canonical architecture, so equivalent codes share one record (one evaluation).
+    ``truth``: each record also gets the architecture's ``true_accuracy`` from the benchmark table.
+    """
+
+    def __init__(self, space: SearchSpace, metrics: Metrics, records: dict[str, dict[str, float]] | None = None,
+                 truth: GroundTruth | None = None, by_network: bool = False):  # fmt: skip
+        self.space, self.metrics, self.truth, self.by_network = space, metrics, truth, by_network
         self.records: dict[str, dict[str, float]] = dict(records or {})
         self.generation = 0
         self.new_evaluations = 0
         self.eval_seconds = 0.0
+        if truth is not None:  # a state written before records carried it
+            stale = [k for k, r in self.records.items() if "true_accuracy" not in r]
+            for key, acc in zip(stale, truth.accuracy([Arch.parse(space, k) for k in stale]), strict=True):
+                self.records[key] = self.records[key] | {"true_accuracy": float(acc)}
+
+    def arch(self, genome: np.ndarray) -> Arch:
+        arch = Arch.from_genome(self.space, genome)
+        return arch.canonical() if self.by_network else arch
 
     def lookup(self, genomes: np.ndarray) -> dict[str, np.ndarray]:
-        archs = [Arch.from_genome(self.space, g) for g in genomes]
+        archs = [self.arch(g) for g in genomes]
         keys = [str(a) for a in archs]
         missing = {k: a for k, a in zip(keys, archs, strict=True) if k not in self.records}
         if missing:
             start = time.perf_counter()
             values = self.metrics(list(missing.values()))
+            if self.truth is not None:
+                values["true_accuracy"] = self.truth.accuracy(list(missing.values()))
             self.eval_seconds += time.perf_counter() - start
             self.new_evaluations += len(missing)
             for i, key in enumerate(missing):
@@ -104,7 +139,28 @@ def _normaliser(objectives: list[Objective], bounds: dict[str, tuple[float, floa
     return lambda F: (F - lo_a) / span
 
 
-def _build_algorithm(cfg: SearchConfig, space: SearchSpace, objectives: list[Objective]) -> NSGA2:
+class NetworkDuplicateElimination(DuplicateElimination):
+    """Duplicate elimination on networks: genomes with the same canonical form are duplicates."""
+
+    def __init__(self, space: SearchSpace):
+        super().__init__()
+        self.space = space
+
+    def _key(self, x: np.ndarray) -> tuple[int, ...]:
+        return self.space.canonical(tuple(int(v) for v in x))
+
+    def _do(self, pop: object, other: object, is_duplicate: np.ndarray) -> np.ndarray:
+        seen = set() if other is None else {self._key(x) for x in other.get("X")}  # type: ignore[attr-defined]
+        for i, x in enumerate(pop.get("X")):  # type: ignore[attr-defined]
+            k = self._key(x)
+            if k in seen:
+                is_duplicate[i] = True
+            else:
+                seen.add(k)
+        return is_duplicate
+
+
+def _build_algorithm(cfg: SearchConfig, space: SearchSpace, objectives: list[Objective], by_network: bool = False) -> NSGA2:
     n = np.array(space.n_choices)
     weights = np.array([o.weight for o in objectives])
     survival = RankAndCrowding(crowding_func=make_crowding_function(weights)) if cfg.weighted_crowding else RankAndCrowding()
@@ -115,15 +171,8 @@ def _build_algorithm(cfg: SearchConfig, space: SearchSpace, objectives: list[Obj
         crossover=LayerCrossover(cfg.crossover, cfg.crossover_prob),
         mutation=HybridMutation(n, controller, cfg.reinforced_ratio, cfg.mutation_prob, reward_weights=weights),
         survival=survival,
-        eliminate_duplicates=GenomeDuplicateElimination(),
+        eliminate_duplicates=NetworkDuplicateElimination(space) if by_network else GenomeDuplicateElimination(),
     )
-
-
-def _feasible_front(F: np.ndarray, cv: np.ndarray) -> np.ndarray:
-    ok = np.flatnonzero(cv <= 0)
-    if len(ok) == 0:
-        return ok
-    return ok[NonDominatedSorting().do(F[ok], only_non_dominated_front=True)]
 
 
 class Search:
@@ -138,15 +187,25 @@ class Search:
         seed: int,
         config_hash: str = "",
         writer: bool = True,
+        truth: GroundTruth | None = None,
     ):
-        """``writer=False`` on torchrun ranks other than 0: they search in lockstep but write nothing."""
+        """``writer=False`` on torchrun ranks other than 0: they search in lockstep but write nothing. ``truth``:
+        the space's benchmark (default: ``GroundTruth.for_space(space)``, required by ``accuracy: benchmark``)."""
         self.space, self.cfg, self.metrics, self.seed = space, cfg, metrics, seed
         self.out_dir, self.config_hash, self.writer = Path(out_dir), config_hash, writer
         specs = [(o.name, o.weight, o.maximize) for o in cfg.objectives]
         self.objectives = make_objectives(specs, metrics.tables)
         self.constraints = [parse_constraint(c, metrics.tables) for c in cfg.constraints]
-        check_satisfiable(self.constraints, metrics.bounds)
-        self.normalise = _normaliser(self.objectives, metrics.bounds)
+        self.truth = truth if truth is not None else GroundTruth.for_space(space, required=cfg.accuracy == "benchmark")
+        self.by_network = cfg.accuracy == "benchmark"
+        bounds = dict(metrics.bounds)
+        true_bounds = bounds | ({"accuracy": self.truth.accuracy_range} if self.truth else {})
+        if self.by_network:  # the search's own accuracies are the table's: their exact range is known
+            bounds = true_bounds
+        check_satisfiable(self.constraints, bounds)
+        self.normalise = _normaliser(self.objectives, bounds)
+        self.true_normalise = _normaliser(self.objectives, true_bounds)
+        self._true_front: TrueFront | None = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -169,11 +228,38 @@ class Search:
             state["controller"] = mutation.controller.state_dict()
         write_json(self.state_path, state)
 
+    # ------------------------------------------------------------------ ground truth
+    @property
+    def true_front(self) -> TrueFront | None:
+        """Every distinct network on this search's objectives and the true front (None without a benchmark)."""
+        if self.truth is None:
+            return None
+        if self._true_front is None:
+            costs = getattr(self.metrics, "costs", None) or (self.metrics if self.by_network else None)
+            if costs is None:
+                return None
+            self._true_front = self.truth.front(self.objectives, self.constraints, costs, self.true_normalise)
+        return self._true_front
+
+    def _true_scores(self, record: EvaluationRecord, front: np.ndarray) -> dict[str, float]:
+        """``hv_ratio`` and ``igd`` of the search's front re-scored with true accuracies (``moga.truefront``)."""
+        truth = self.true_front
+        if truth is None:
+            return {}
+        if len(front) == 0:
+            return truth.scores(np.zeros((0, len(self.objectives))))
+        records = list(record.records.values())
+        rows = [records[i] for i in front]
+        cols = {m: np.array([r[m] for r in rows]) for m in rows[0] if m != "generation"}
+        F, cv = objective_matrix(cols, self.objectives, self.constraints, accuracy="true_accuracy")
+        return truth.scores(self.true_normalise(F[feasible_front(F, cv)]))
+
     # ------------------------------------------------------------------ loop
     def run(self, resume: bool = False, progress: bool = True) -> SearchResult:
         state = self._load_state(resume)
         self._saved_generations: list[dict] = state.get("generations", [])
-        record = EvaluationRecord(self.space, self.metrics, state["records"])
+        truth = self.truth if self.true_front is not None else None
+        record = EvaluationRecord(self.space, self.metrics, state["records"], truth, self.by_network)
         problem = ArchProblem(self.space, self.objectives, self.constraints, record)
         gens: list[dict] = []
         bar = tqdm(total=self.cfg.generations, desc="search", unit="gen", disable=not progress, dynamic_ncols=True)
@@ -181,7 +267,7 @@ class Search:
             mutation = None
             self._random_search(problem, record, gens, state["completed"], bar)
         else:
-            algorithm = _build_algorithm(self.cfg, self.space, self.objectives)
+            algorithm = _build_algorithm(self.cfg, self.space, self.objectives, self.by_network)
             mutation = algorithm.mating.mutation
             algorithm.setup(problem, termination=("n_gen", self.cfg.generations), seed=self.seed, verbose=False)
             while algorithm.has_next():
@@ -197,7 +283,7 @@ class Search:
 
     def _random_search(self, problem: ArchProblem, record: EvaluationRecord, gens: list[dict], completed: int, bar: tqdm) -> None:
         rng = np.random.default_rng(self.seed)
-        seen: set[bytes] = set()
+        seen: set[bytes] = set()  # genomes, or networks (canonical genomes) with accuracy from the table
         for generation in range(1, self.cfg.generations + 1):
             start, before = time.perf_counter(), (record.eval_seconds, record.new_evaluations)
             record.generation = generation
@@ -206,8 +292,9 @@ class Search:
                 if len(batch) == self.cfg.population:
                     break
                 g = np.array([rng.integers(n) for n in self.space.n_choices])
-                if g.tobytes() not in seen:
-                    seen.add(g.tobytes())
+                key = np.array(self.space.canonical(tuple(g.tolist()))).tobytes() if self.by_network else g.tobytes()
+                if key not in seen:
+                    seen.add(key)
                     batch.append(g)
             if batch:
                 problem.evaluate(np.stack(batch))
@@ -220,14 +307,14 @@ class Search:
             gens.append(self._saved_generations[len(gens)] | {"replayed": True})
         else:
             F, cv = self._objective_matrix(record)
-            front = _feasible_front(F, cv)
-            hv = float(HV(ref_point=np.ones(F.shape[1]))(np.clip(self.normalise(F[front]), 0, 1))) if len(front) else 0.0
+            front = feasible_front(F, cv)
+            hv = hypervolume(self.normalise(F[front]))
             eval_s = record.eval_seconds - before[0]
             total_s = time.perf_counter() - start
             gens.append(
                 {"generation": len(gens) + 1, "evaluated": record.new_evaluations - before[1], "total_evaluated": len(record.records),
                  "eval_s": eval_s, "generation_s": total_s, "bookkeeping_s": max(total_s - eval_s, 0.0), "hypervolume": hv,
-                 "front_size": len(front), "replayed": len(gens) < completed} | feedback
+                 "front_size": len(front), "replayed": len(gens) < completed} | self._true_scores(record, front) | feedback
             )  # fmt: skip
         hv, front_size = gens[-1]["hypervolume"], gens[-1]["front_size"]
         if len(gens) > completed and self.writer:
@@ -237,11 +324,8 @@ class Search:
 
     def _objective_matrix(self, record: EvaluationRecord) -> tuple[np.ndarray, np.ndarray]:
         rows = list(record.records.values())
-        F = np.column_stack([o.to_minimised(np.array([r[o.metric] for r in rows])) for o in self.objectives])
-        if not self.constraints:
-            return F, np.zeros(len(rows))
-        G = np.column_stack([c.violation(np.array([r[c.metric] for r in rows])) for c in self.constraints])
-        return F, np.maximum(G, 0).sum(axis=1)
+        metrics = {o.metric for o in self.objectives} | {c.metric for c in self.constraints}
+        return objective_matrix({m: np.array([r[m] for r in rows]) for m in metrics}, self.objectives, self.constraints)
 
     # ------------------------------------------------------------------ outputs
     def _write_outputs(self, record: EvaluationRecord, gens: list[dict]) -> SearchResult:
@@ -259,11 +343,17 @@ class Search:
         front = front.sort_values([sort_col, "arch"]).reset_index(drop=True)
         front.insert(0, "id", range(len(front)))
         front = front.drop(columns=["cv"])
+        truth = self.true_front
+        if truth is not None and tables and self.truth is not None:
+            archs = [Arch.parse(self.space, a) for a in front["arch"]]
+            front.insert(int(front.columns.get_loc("true_accuracy")) + 1, "regret", self.truth.regret(archs, f"latency:{tables[0]}", truth))
         generations = pd.DataFrame(gens)
         if self.writer:
             atomic_write_text(self.out_dir / "history.csv", history.to_csv(index=False))
             atomic_write_text(self.out_dir / "pareto.csv", front.to_csv(index=False))
             atomic_write_text(self.out_dir / "hypervolume.csv", generations.to_csv(index=False))
+            if truth is not None:
+                atomic_write_text(self.out_dir / "true_front.csv", truth.table(tables, has_codes(self.space)).to_csv(index=False))
             self._plot(history, front, generations)
         if front.empty:
             closest = history.sort_values("cv").iloc[0]
@@ -290,4 +380,5 @@ class Search:
             pareto_plot(history, front, x, "accuracy", self.out_dir / "pareto.png")
         if len(cols) >= 2:
             pairwise_plot(history, front, cols, self.out_dir / "pareto_pairs.png")
-        line_plot(generations, "generation", ["hypervolume", "front_size"], self.out_dir / "hypervolume.png", "search progress")
+        ys = ["hypervolume", "front_size"] + (["hv_ratio"] if "hv_ratio" in generations else [])
+        line_plot(generations, "generation", ys, self.out_dir / "hypervolume.png", "search progress")
