@@ -180,12 +180,12 @@ class GroundTruth:
 
     def all_metrics(self, costs: Costs) -> dict[str, np.ndarray]:
         """Every metric of every distinct network: ``costs`` (latency, params, MACs) plus the true accuracy.
-        Computed once per ``costs`` object."""
-        key = id(costs)
-        if key not in self._costs:
+        Computed once per metrics object (``costs`` is its method or the object itself)."""
+        owner = getattr(costs, "__self__", costs)
+        if id(owner) not in self._costs:
             values = {m: np.asarray(v, float) for m, v in costs(self.networks).items() if m not in ("accuracy", "true_accuracy")}
-            self._costs[key] = (costs, values)  # the object is kept, so its id is not reused
-        return self._costs[key][1] | {"accuracy": self.true_acc}
+            self._costs[id(owner)] = (owner, values)  # the object is kept, so its id is not reused
+        return self._costs[id(owner)][1] | {"accuracy": self.true_acc}
 
     def front(self, objectives: list[Objective], constraints: list[Constraint], costs: Costs,
               normalise: Callable[[np.ndarray], np.ndarray]) -> TrueFront:  # fmt: skip
