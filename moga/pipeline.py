@@ -43,6 +43,8 @@ def stage_sections(cfg: ExperimentConfig, stage: str) -> tuple[str, ...]:
 
 def stage_hash(cfg: ExperimentConfig, stage: str) -> str:
     dump = cfg.model_dump(mode="json")
+    if dump["search"]["accuracy"] == "supernet":  # the default leaves the hashes of runs made before the key existed as they were
+        del dump["search"]["accuracy"]
     return config_hash({k: dump[k] for k in stage_sections(cfg, stage)})
 
 
