@@ -95,7 +95,10 @@ def _row(front: pd.DataFrame, pick: str, path: Path) -> pd.Series:
 
 
 def known_supernet_acc(cfg: ExperimentConfig, arch: Arch) -> float | None:
-    """The search's accuracy estimate of ``arch`` (Pareto front first, then the whole history), if any."""
+    """The search's accuracy estimate of ``arch`` (Pareto front first, then the whole history), if any;
+    None when the search read its accuracies from a benchmark table (they are no supernet estimates)."""
+    if cfg.search.accuracy == "benchmark":
+        return None
     for path in (front_path(cfg), front_path(cfg).with_name("history.csv")):
         if not path.is_file():
             continue
@@ -116,7 +119,7 @@ def resolve_pick(cfg: ExperimentConfig, *, row: str | None = None, arch: str | N
         front = _read_search_front(cfg)
         found = _row(front, row, front_path(cfg))
         picked = Arch.parse(space, str(found["arch"]))
-        acc = float(found["accuracy"]) if pd.notna(found["accuracy"]) else None
+        acc = float(found["accuracy"]) if pd.notna(found["accuracy"]) and cfg.search.accuracy != "benchmark" else None
         return Pick(picked, "row", str(int(found["id"])), acc)
     if zoo is not None:
         zoo_entry(zoo)  # an unknown name is a UserError listing the zoo
@@ -187,6 +190,20 @@ def export_checked(model: torch.nn.Module, resolution: int, path: Path) -> float
     return diff
 
 
+def benchmark_acc(arch: Arch) -> dict[str, Any]:
+    """``{"benchmark_acc": mean trained accuracy}`` when the space's benchmark covers ``arch`` (its recipe, not
+    this one: 50 epochs on all of CIFAR-10 for NAS-Bench-Macro), else nothing."""
+    from supernet.benchmark import load_benchmark
+
+    if not arch.space.benchmark:
+        return {}
+    bench = load_benchmark(arch.space.benchmark)
+    try:
+        return {"benchmark_acc": round(bench.lookup(arch).mean_acc, 4)}
+    except UserError:  # the space at another resolution or width than the benchmarked one
+        return {}
+
+
 def describe(cfg: ExperimentConfig, pick: Pick, out_dir: Path, trained: dict[str, Any], progress: bool) -> dict[str, Any]:
     """``result.json`` content: the trained model's accuracy, size, latency and provenance."""
     from supernet.standalone import load_standalone
@@ -201,6 +218,7 @@ def describe(cfg: ExperimentConfig, pick: Pick, out_dir: Path, trained: dict[str
         "test_acc": trained["test_acc"],
         **({"test_acc_raw": trained["test_acc_raw"]} if "test_acc_raw" in trained else {}),
         "supernet_acc": pick.supernet_acc,
+        **benchmark_acc(pick.arch),
         "params": params,
         "macs": macs,
         "latency_ms": predicted_latency(cfg, pick.arch),
@@ -229,7 +247,7 @@ def summary_row(result: dict[str, Any]) -> dict[str, Any]:
         **{k: result[k] for k in SUMMARY_FIRST[2:]},
         **{f"latency_ms:{name}": ms for name, ms in result["latency_ms"].items()},
     }
-    return row | {k: result[k] for k in SUMMARY_LAST}
+    return row | {k: result[k] for k in SUMMARY_LAST} | ({"benchmark_acc": result["benchmark_acc"]} if "benchmark_acc" in result else {})
 
 
 @contextmanager
