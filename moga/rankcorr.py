@@ -1,5 +1,10 @@
 """``moga rank-corr``: does the supernet rank architectures the way standalone training does?
 
+Two ground truths. By default the models are trained here (standalone mode); with ``--benchmark NAME`` a
+tabular benchmark of the experiment's space is the ground truth and nothing is trained (benchmark mode).
+
+Standalone mode (``--models K [--seeds S]``):
+
 1. Sample: many random architectures (seeded), sorted by predicted latency of the run's first table (by
    multiply-adds when the run has no table), and K of them taken at evenly spaced quantiles, so the models
    span the latency range instead of crowding its middle.
@@ -19,14 +24,43 @@
 
 Outputs in ``<run_dir>/rankcorr/``: ``rankcorr.csv`` (one row per model, rewritten as models finish),
 ``rankcorr.json`` (statistics and settings) and ``rankcorr.png`` (supernet vs standalone accuracy).
+
+Benchmark mode (``--benchmark nasbench_macro --models N | --all [--equivalents canonical|mean]``):
+
+1. ``Benchmark.check_space``: the experiment's space must be exactly the benchmarked network (space,
+   resolution, classes, width, stride variant), else a ``UserError`` before anything is loaded.
+2. Sample: N distinct networks drawn uniformly without replacement from ``Benchmark.distinct`` (canonical
+   architectures; seed ``derive_seed(seed, "rankcorr-benchmark", NAME)``), kept in code order; ``--all``
+   takes every one (3,969 for NAS-Bench-Macro).
+3. Supernet estimate: ``SubnetEvaluator.from_config`` (BN recalibrated per path, the search's estimate)
+   over all of them in one call, so its trie runs every distinct prefix once. ``--equivalents canonical``
+   (default) scores each network's canonical path; ``mean`` scores the path of every equivalent code (all
+   codes whose canonical form is the network: the same function, different supernet paths) and averages
+   their accuracies - whether the evaluator should canonicalise is the comparison of the two.
+4. Statistics against the table's mean accuracy over its seeds: τ-b, ρ and top-k overlap (k = N // 10 by
+   default, at least 1) with bootstrap intervals; the same for FLOPs and params (and the run's first latency
+   table if built) as zero-training proxies on the same networks; and the ceiling: the table's seed-to-seed
+   τ (mean pairwise τ between its seeds' accuracies on these networks, with its interval).
+   Scoring wall time, networks/min and the blocks the trie ran vs a one-by-one evaluation (paths x layers)
+   are reported too. Nothing is resumed: a rerun recomputes (minutes for the whole space).
+
+Outputs in ``<run_dir>/rankcorr/benchmark_<NAME>/`` (never the standalone mode's files): ``rankcorr.csv``
+(arch, code, supernet_acc, true_acc, acc_seed0..2, flops, params, paths = supernet paths averaged
+[, latency_ms]; full precision, so true_acc is the table's value), ``rankcorr.json``, ``rankcorr.png``.
+
+Statistics are scipy's: ``kendalltau`` (τ-b, O(n log n)), ``spearmanr`` / ``rankdata`` (ρ, vectorised over
+the resamples) and ``bootstrap`` (paired, percentile method, seeded). 1000 resamples of τ, ρ and the top-k
+overlap on 3,969 networks take a few seconds.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import math
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,32 +81,46 @@ from supernet.space import SearchSpace
 if TYPE_CHECKING:
     import torch
 
+    from supernet.benchmark import Benchmark
     from supernet.train import DistContext
 
 POOL = 2000  # random architectures the K models are chosen from
 Statistic = Callable[[np.ndarray, np.ndarray], float]
 
 
-# ----------------------------------------------------------------------------- statistics (numpy only)
+# ----------------------------------------------------------------------------- statistics (scipy)
 def average_ranks(x: Sequence[float] | np.ndarray) -> np.ndarray:
     """1-based ranks, tied values sharing the mean of the ranks they span (as for Spearman's ρ)."""
-    a = np.asarray(x, dtype=np.float64)
-    order = np.argsort(a, kind="stable")
-    ranks = np.empty(len(a))
-    ranks[order] = np.arange(1, len(a) + 1)
-    values, inverse = np.unique(a, return_inverse=True)
-    sums = np.bincount(inverse, weights=ranks, minlength=len(values))
-    return (sums / np.bincount(inverse, minlength=len(values)))[inverse]
+    from scipy.stats import rankdata
+
+    return rankdata(np.asarray(x, dtype=np.float64), method="average").astype(np.float64)
 
 
 def spearman_rho(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
-    """Spearman's ρ: Pearson correlation of the average ranks (the tie-corrected form); NaN if one is constant."""
-    rx, ry = average_ranks(x), average_ranks(y)
-    if len(rx) != len(ry) or len(rx) < 2:
+    """Spearman's ρ (``scipy.stats.spearmanr``: Pearson correlation of the average ranks, the tie-corrected
+    form); NaN if one is constant."""
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
         raise ValueError("spearman_rho needs two 1-D arrays of the same length, at least 2")
-    dx, dy = rx - rx.mean(), ry - ry.mean()
-    denom = math.sqrt(float((dx * dx).sum() * (dy * dy).sum()))
-    return float((dx * dy).sum() / denom) if denom else float("nan")
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b)[0])
+
+
+def spearman_rho_along(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """:func:`spearman_rho` of every 1-D slice along ``axis`` at once (NaN where a slice is constant): the
+    vectorised form the bootstrap uses, one ``rankdata`` over all resamples instead of a call per resample."""
+    from scipy.stats import rankdata
+
+    rx = rankdata(np.asarray(x, dtype=np.float64), axis=axis)
+    ry = rankdata(np.asarray(y, dtype=np.float64), axis=axis)
+    rx -= rx.mean(axis=axis, keepdims=True)
+    ry -= ry.mean(axis=axis, keepdims=True)
+    denom = np.sqrt((rx * rx).sum(axis=axis) * (ry * ry).sum(axis=axis))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (rx * ry).sum(axis=axis) / np.where(denom > 0, denom, 1.0), np.nan)
 
 
 def top_k(x: np.ndarray, k: int) -> set[int]:
@@ -87,28 +135,81 @@ def top_k_overlap(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarr
     return len(top_k(np.asarray(x), k) & top_k(np.asarray(y), k)) / k
 
 
+def top_k_overlap_along(x: np.ndarray, y: np.ndarray, k: int, axis: int = -1) -> np.ndarray:
+    """:func:`top_k_overlap` of every 1-D slice along ``axis`` at once (same tie rule: lower index first)."""
+
+    def best(v: np.ndarray) -> np.ndarray:
+        v = np.moveaxis(np.asarray(v, dtype=np.float64), axis, -1)
+        if not 1 <= k <= v.shape[-1]:
+            raise ValueError(f"top-k overlap needs 1 <= k <= {v.shape[-1]}, got {k}")
+        mask = np.zeros(v.shape, dtype=bool)
+        np.put_along_axis(mask, np.argsort(-v, axis=-1, kind="stable")[..., :k], True, axis=-1)
+        return mask
+
+    return (best(x) & best(y)).sum(axis=-1) / k
+
+
 def bootstrap_ci(
-    stat: Callable[..., float],
+    stat: Callable[..., Any],
     columns: Sequence[Sequence[float] | np.ndarray],
     resamples: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    *,
+    vectorized: bool = False,
 ) -> tuple[float, float]:
     """Percentile interval of ``stat(*columns)`` over ``resamples`` resamplings of the rows (the models,
-    drawn with replacement; every column is indexed alike).
+    drawn with replacement; every column is indexed alike): ``scipy.stats.bootstrap`` with ``paired=True``,
+    ``method="percentile"``, its generator seeded with ``seed`` (deterministic).
 
+    ``vectorized``: ``stat`` takes an ``axis`` keyword and computes every resample at once (a row each of
+    2-D columns), as :func:`spearman_rho_along`; otherwise it is called once per resample with 1-D columns.
     Resamples where the statistic is undefined (e.g. all drawn models have one accuracy: τ is NaN) are
-    left out; if every one is, the interval is (NaN, NaN).
+    left out, the interval being the percentiles of the rest; if every one is, the interval is (NaN, NaN).
     """
+    import warnings
+
+    from scipy.stats import DegenerateDataWarning, bootstrap
+
     cols = [np.asarray(c, dtype=np.float64) for c in columns]
-    idx = np.random.default_rng(seed).integers(0, len(cols[0]), size=(resamples, len(cols[0])))
-    values = np.array([stat(*(c[i] for c in cols)) for i in idx])
-    values = values[~np.isnan(values)]
-    if values.size == 0:
+    n = len(cols[0])
+    if n < 2:  # scipy needs two observations; no resample of one model defines a rank statistic
         return float("nan"), float("nan")
-    tail = 100 * (1 - level) / 2
-    lo, hi = np.percentile(values, [tail, 100 - tail])
-    return float(lo), float(hi)
+    if vectorized:
+        fn = stat
+    else:  # a plain loop over the rows of a batch: cheaper than scipy's generic apply_along_axis wrapper
+
+        def fn(*c: np.ndarray, axis: int = -1) -> np.ndarray:
+            return np.array([stat(*row) for row in zip(*(np.moveaxis(v, axis, -1) for v in c), strict=True)], dtype=np.float64)
+
+    batch = max(1, 4_000_000 // n)  # memory: a few (batch, n) arrays at a time
+    rng = np.random.default_rng(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DegenerateDataWarning)  # NaN resamples: handled below
+        warnings.simplefilter("ignore", RuntimeWarning)  # e.g. scipy's ConstantInputWarning on a constant resample
+        res = bootstrap(
+            cols, fn, n_resamples=resamples, batch=batch, vectorized=True, paired=True, confidence_level=level,
+            method="percentile", **{_rng_keyword(): rng},
+        )  # fmt: skip
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if math.isnan(lo) or math.isnan(hi):  # scipy's percentiles propagate NaN: take them over the defined resamples
+        values = np.asarray(res.bootstrap_distribution, dtype=np.float64)
+        values = values[~np.isnan(values)]
+        if values.size == 0:
+            return float("nan"), float("nan")
+        tail = 100 * (1 - level) / 2
+        lo, hi = (float(v) for v in np.percentile(values, [tail, 100 - tail]))
+    return lo, hi
+
+
+@functools.cache
+def _rng_keyword() -> str:
+    """scipy >= 1.15 seeds ``bootstrap`` with ``rng``, older releases with ``random_state``."""
+    import inspect
+
+    from scipy.stats import bootstrap
+
+    return "rng" if "rng" in inspect.signature(bootstrap).parameters else "random_state"
 
 
 def rank_statistics(
@@ -116,14 +217,17 @@ def rank_statistics(
 ) -> dict[str, Any]:
     """τ-b, ρ and top-k overlap of the two accuracy lists, each ``{"value", "ci95": [lo, hi]}``."""
     x, y = np.asarray(supernet_acc, dtype=np.float64), np.asarray(standalone_acc, dtype=np.float64)
-    stats: dict[str, Statistic] = {
-        "kendall_tau": kendall_tau,
-        "spearman_rho": spearman_rho,
-        "top_k_overlap": lambda a, b: top_k_overlap(a, b, k),
+    stats: dict[str, tuple[Statistic, Callable[..., Any] | None]] = {
+        "kendall_tau": (kendall_tau, None),  # scipy's τ has no axis: one O(n log n) call per resample
+        "spearman_rho": (spearman_rho, spearman_rho_along),
+        "top_k_overlap": (lambda a, b: top_k_overlap(a, b, k), lambda a, b, axis=-1: top_k_overlap_along(a, b, k, axis)),
     }
     out: dict[str, Any] = {}
-    for name, fn in stats.items():
-        lo, hi = bootstrap_ci(fn, (x, y), resamples, seed)
+    for name, (fn, along) in stats.items():
+        if along is None:
+            lo, hi = bootstrap_ci(fn, (x, y), resamples, seed)
+        else:
+            lo, hi = bootstrap_ci(along, (x, y), resamples, seed, vectorized=True)
         out[name] = {"value": _finite(fn(x, y)), "ci95": [_finite(lo), _finite(hi)]}
     out["top_k"] = k
     out["bootstrap"] = {"resamples": resamples, "seed": seed, "interval": "percentile, 95%"}
@@ -270,6 +374,219 @@ def rank_correlation(
         write_json(out / "rankcorr.json", report)
         atomic_write_bytes(out / "rankcorr.png", scatter_png(table, measure_name, stats))
     return report
+
+
+# ----------------------------------------------------------------------------- benchmark mode
+EQUIVALENTS = ("canonical", "mean")
+
+
+def benchmark_sample(bench: Benchmark, space: SearchSpace, models: int | None, seed: int) -> list[Arch]:
+    """``models`` distinct networks of the benchmark (canonical architectures, in code order): a seeded uniform
+    sample without replacement; ``None`` = every one."""
+    distinct = bench.distinct(space)
+    if models is None:
+        return distinct
+    if models < 3:
+        raise UserError(f"--models must be at least 3 (got {models}): fewer cannot be ranked meaningfully")
+    if models > len(distinct):
+        raise UserError(
+            f"--models {models} exceeds the {len(distinct)} distinct networks of benchmark {bench.name!r} (--all scores every one)"
+        )
+    picks = np.sort(np.random.default_rng(seed).choice(len(distinct), size=models, replace=False))
+    return [distinct[i] for i in picks]
+
+
+def equivalent_archs(space: SearchSpace) -> dict[tuple[int, ...], list[Arch]]:
+    """Canonical genes -> every architecture of the space that is that network (``SearchSpace.canonical``), in
+    code order; the canonical one is among them. Enumerates the space: meant for benchmark-sized ones."""
+    if space.size > 1_000_000:
+        raise ValueError(f"space {space.name!r} has {space.size} architectures: too many to enumerate the equivalents of")
+    groups: dict[tuple[int, ...], list[Arch]] = {}
+    for genes in itertools.product(*(range(n) for n in space.n_choices)):
+        groups.setdefault(space.canonical(genes), []).append(Arch(space, genes))
+    return groups
+
+
+def score_networks(
+    archs: Sequence[Arch], accuracy: Callable[[Sequence[Arch]], Sequence[float]], equivalents: str = "canonical"
+) -> tuple[np.ndarray, list[int]]:
+    """The supernet estimate of each network and the number of supernet paths behind it.
+
+    ``canonical``: the accuracy of the network's canonical path. ``mean``: the mean accuracy of every
+    equivalent code's path (all codes whose canonical form is the network; they are one network but different
+    paths through the supernet). ``accuracy`` gets every path in one call, so a trie evaluator shares all their
+    prefixes.
+    """
+    if equivalents not in EQUIVALENTS:
+        raise UserError(f"--equivalents must be one of {', '.join(EQUIVALENTS)}, got {equivalents!r}")
+    networks = [a.canonical() for a in archs]
+    if equivalents == "canonical":
+        return np.asarray(accuracy(networks), dtype=np.float64), [1] * len(networks)
+    groups = equivalent_archs(archs[0].space) if archs else {}
+    paths = [groups[a.genes] for a in networks]
+    values = np.asarray(accuracy([p for group in paths for p in group]), dtype=np.float64)
+    ends = np.cumsum([len(group) for group in paths])
+    return np.array([values[e - len(g) : e].mean() for g, e in zip(paths, ends, strict=True)]), [len(g) for g in paths]
+
+
+def _table_latency(cfg: ExperimentConfig) -> tuple[str, Callable[[np.ndarray], np.ndarray]] | None:
+    """(table name, genomes -> predicted ms) of the run's first latency table if it exists and fits, else None."""
+    from lut.build import lut_space, table_path
+    from lut.table import LatencyTable
+
+    name, tc = next(iter(cfg.lut.tables.items()), (None, None))
+    if name is None or tc is None or not table_path(cfg, name).exists():
+        return None
+    try:
+        table = LatencyTable.load(table_path(cfg, name))
+        table.check_space(lut_space(cfg), batch=tc.batch)
+    except UserError as exc:
+        print(f"rank-corr: latency table {name!r} left out: {exc}", file=sys.stderr)
+        return None
+    return name, table.predictor(lut_space(cfg)).predict_genomes
+
+
+def benchmark_dir(cfg: ExperimentConfig, name: str) -> Path:
+    return cfg.run_path / "rankcorr" / f"benchmark_{name}"
+
+
+def rank_correlation_benchmark(
+    cfg: ExperimentConfig,
+    benchmark: str,
+    models: int | None,
+    *,
+    equivalents: str = "canonical",
+    top_k: int | None = None,
+    resamples: int = 1000,
+    progress: bool = True,
+    dist: DistContext | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
+    """Score ``models`` distinct networks of a tabular benchmark (``None``: all of them) with the trained
+    supernet and correlate with the table; returns ``rankcorr.json``'s content (rank 0; other torchrun
+    ranks return an empty dict, the work is one process's)."""
+    from supernet.benchmark import load_benchmark
+    from supernet.evaluate import SubnetEvaluator
+    from supernet.train import DistContext, derive_seed
+
+    ctx = dist or DistContext()
+    bench = load_benchmark(benchmark)
+    space = experiment_space(cfg)
+    bench.check_space(space)
+    if equivalents not in EQUIVALENTS:
+        raise UserError(f"--equivalents must be one of {', '.join(EQUIVALENTS)}, got {equivalents!r}")
+    if resamples < 1:
+        raise UserError(f"--resamples must be at least 1, got {resamples}")
+    sample_seed = derive_seed(cfg.seed, "rankcorr-benchmark", benchmark)
+    archs = benchmark_sample(bench, space, models, sample_seed)
+    n = len(archs)
+    k = top_k if top_k is not None else max(1, n // 10)
+    if not 1 <= k <= n:
+        raise UserError(f"--top-k must be between 1 and the number of networks ({n}), got {k}")
+    out = benchmark_dir(cfg, benchmark)
+    with locked_on_rank0(out, ctx):
+        if not ctx.is_main:
+            return {}
+        net = _load_supernet(cfg, device or cfg.device)
+        dataset = experiment_dataset(cfg)
+        atomic_write_text(out / "config.yaml", dump_config(cfg))
+        evaluator = SubnetEvaluator.from_config(net, dataset, cfg.supernet, seed=cfg.seed, progress=progress)
+        start = time.perf_counter()
+        supernet_acc, paths = score_networks(archs, evaluator.evaluate, equivalents)
+        wall = time.perf_counter() - start
+        records = [bench.lookup(a) for a in archs]
+        table = pd.DataFrame(
+            {
+                "arch": [str(a) for a in archs],
+                "code": [a.code for a in archs],
+                "supernet_acc": supernet_acc,
+                "true_acc": [r.mean_acc for r in records],
+                **{f"acc_seed{j}": [r.test_acc[j] for r in records] for j in range(bench.seeds)},
+                "flops": [r.flops for r in records],
+                "params": [r.params for r in records],
+                "paths": paths,
+            }
+        )
+        latency = _table_latency(cfg)
+        if latency is not None:
+            table["latency_ms"] = latency[1](np.stack([a.genome for a in archs]))
+        start_stats = time.perf_counter()
+        stats = rank_statistics(table["supernet_acc"], table["true_acc"], k, resamples, seed=cfg.seed)
+        proxies = {"flops": "flops", "params": "params", **({"latency": "latency_ms"} if latency is not None else {})}
+        stats["proxies"] = {
+            name: rank_statistics(table[column], table["true_acc"], k, resamples, seed=cfg.seed) for name, column in proxies.items()
+        }
+        for proxy in stats["proxies"].values():
+            del proxy["top_k"], proxy["bootstrap"]
+        seeds = [f"acc_seed{j}" for j in range(bench.seeds)]
+        stats["seed_to_seed_tau"] = seed_repeatability([table[c] for c in seeds], resamples, seed=cfg.seed)
+        stats_wall = time.perf_counter() - start_stats
+        one_by_one = sum(paths) * space.num_layers
+        report = {
+            **stats,
+            "benchmark": benchmark,
+            "benchmark_source": bench.info.source,
+            "models": n,
+            "all": models is None,
+            "sample_seed": sample_seed,
+            "equivalents": equivalents,
+            "paths_scored": sum(paths),
+            "supernet_acc": f"SubnetEvaluator on search_val ({evaluator.settings()['val_images']} images), BN recalibrated on "
+            f"{cfg.supernet.bn_calib_images} train images, "
+            + ("the canonical path of each network" if equivalents == "canonical" else "mean over every equivalent code's path"),
+            "true_acc": f"{bench.info.dataset}: mean of the {bench.seeds} seeds",
+            "seed_to_seed_tau_note": "mean pairwise Kendall τ between the table's seeds on these networks: the ceiling",
+            "evaluator": {**evaluator.settings(), "batch_size": evaluator.batch_size, "use_trie": evaluator.use_trie},
+            "scoring": {
+                "wall_seconds": round(wall, 3),
+                "networks_per_min": round(60 * n / max(wall, 1e-9), 2),
+                "paths_per_min": round(60 * sum(paths) / max(wall, 1e-9), 2),
+                "blocks_run": evaluator.blocks_run,
+                "blocks_one_by_one": one_by_one,
+                "heads_run": evaluator.heads_run,
+            },
+            "statistics_wall_seconds": round(stats_wall, 3),
+            "config_hash": config_hash(cfg.section_dump("seed", "space", "data", "supernet")),
+        }
+        del evaluator, net
+        text = io.StringIO()
+        table.to_csv(text, index=False)  # full precision: true_acc equals the table's value exactly
+        atomic_write_text(out / "rankcorr.csv", text.getvalue())
+        write_json(out / "rankcorr.json", report)
+        atomic_write_bytes(out / "rankcorr.png", benchmark_png(table, report))
+    return report
+
+
+def benchmark_png(table: pd.DataFrame, report: dict[str, Any]) -> bytes:
+    """Supernet estimate vs the table's mean accuracy, one point per network, coloured by FLOPs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    size = 30 if len(table) <= 100 else max(2, 3000 // len(table))
+    points = ax.scatter(table["supernet_acc"], table["true_acc"], c=table["flops"] / 1e6, cmap="viridis", s=size, alpha=0.7, lw=0)
+    fig.colorbar(points, ax=ax, label="MFLOPs")
+    ax.set(
+        xlabel=f"supernet accuracy, search_val (%), {report['equivalents']} paths",
+        ylabel=f"{report['benchmark']} test accuracy (%), mean of seeds",
+    )
+    ax.set_title(
+        f"{report['models']} {report['benchmark']} networks: Kendall τ {_fmt(report['kendall_tau'])}\n"
+        f"FLOPs τ {_fmt(report['proxies']['flops']['kendall_tau'])}, "
+        f"ceiling (seed-to-seed τ) {_fmt(report['seed_to_seed_tau'])} (bootstrap 95%)",
+        fontsize=9,
+    )
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _fmt(s: dict[str, Any]) -> str:
+    ci = "n/a" if None in s["ci95"] else f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"
+    return "n/a" if s["value"] is None else f"{s['value']:.3f} {ci}"
 
 
 def standalone_dir(arch: Arch, j: int) -> str:

@@ -1,0 +1,282 @@
+"""``moga rank-corr --benchmark``: the sample, the equivalent-code averaging, the CLI end to end on the real
+NAS-Bench-Macro space (a freshly initialised supernet saved as training would, 20 validation images), its
+errors, and the scipy-based statistics against brute-force references with ties."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+import torch
+
+from lut.validate import kendall_tau
+from moga.cli import main
+from moga.config import load_config
+from moga.experiment import experiment_dataset, experiment_space
+from moga.rankcorr import (
+    benchmark_dir,
+    benchmark_sample,
+    bootstrap_ci,
+    equivalent_archs,
+    score_networks,
+    spearman_rho,
+    spearman_rho_along,
+    top_k_overlap,
+    top_k_overlap_along,
+)
+from supernet.arch import Arch
+from supernet.benchmark import load_benchmark
+from supernet.errors import UserError
+from supernet.evaluate import SubnetEvaluator, count_prefixes
+from supernet.supernet import Supernet
+from supernet.train import derive_seed, load_supernet, save_supernet
+from tests.tiny_experiment import make_image_folder, write_experiment
+
+NASBENCH = {"name": "nasbench_macro", "resolution": 32, "num_classes": 10, "width_mult": 1.0, "variant": "imagenet"}
+BENCH_ARGS = ["--benchmark", "nasbench_macro", "--resamples", "100", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_benchmark("nasbench_macro")
+
+
+@pytest.fixture(scope="module")
+def nb_run(tmp_path_factory):
+    """An experiment on the benchmark's exact space: 10 classes of 4 train images (2 held out as search_val),
+    8 calibration images, and a randomly initialised supernet saved in the run dir (the cost of scoring does
+    not depend on training; random weights give the paths different accuracies)."""
+    root = tmp_path_factory.mktemp("rankcorr_benchmark")
+    make_image_folder(root / "data", classes=tuple(f"c{i}" for i in range(10)), train=4, val=1)
+    exp = write_experiment(
+        root, root / "run", space=NASBENCH, data={"search_val_per_class": 2}, lut={"tables": {}},
+        supernet={"bn_calib_images": 8, "bn_calib_batch_size": 8, "eval_images": 0, "eval_batch_size": 20},
+    )  # fmt: skip
+    cfg = load_config(exp)
+    torch.manual_seed(0)
+    save_supernet(cfg.run_path / "supernet" / "supernet.pt", Supernet(experiment_space(cfg)), {"seed": cfg.seed})
+    return exp, cfg
+
+
+def group_of(space, code: str) -> list[str]:
+    """Brute force: every code of the space whose canonical form is ``code``."""
+    target = Arch.parse(space, code).genes
+    return ["".join(map(str, g)) for g in itertools.product(*(range(n) for n in space.n_choices)) if space.canonical(g) == target]
+
+
+def mean_pairwise_scipy_tau(columns: list[pd.Series]) -> float:
+    return float(np.mean([scipy.stats.kendalltau(a, b).statistic for a, b in itertools.combinations(columns, 2)]))
+
+
+# ----------------------------------------------------------------------------- sample and equivalents
+def test_sample_is_distinct_canonical_and_seeded(bench):
+    space = bench.space
+    a, b, other = (benchmark_sample(bench, space, 50, seed) for seed in (3, 3, 4))
+    codes = [x.code for x in a]
+    assert codes == [x.code for x in b] != [x.code for x in other]
+    assert len(set(codes)) == 50 and codes == sorted(codes)
+    assert all(x.canonical() == x and x.code in bench.records for x in a)
+    every = benchmark_sample(bench, space, None, 0)
+    assert len(every) == len({x.code for x in every}) == 3969 == len(bench.records)
+    assert all(x.canonical() == x for x in every)
+    with pytest.raises(UserError, match="exceeds the 3969 distinct networks"):
+        benchmark_sample(bench, space, 3970, 0)
+    with pytest.raises(UserError, match="at least 3"):
+        benchmark_sample(bench, space, 2, 0)
+
+
+def test_equivalents_mean_averages_every_code_of_the_network(bench):
+    space = bench.space
+    assert sorted(group_of(space, "11110110")) == ["11101101", "11101110", "11110101", "11110110"]
+    calls: list[list[str]] = []
+
+    def fake_accuracy(archs):
+        calls.append([a.code for a in archs])
+        return [float(int(a.code)) for a in archs]
+
+    archs = [Arch.parse(space, c) for c in ("11110110", "22212202", "12121212")]  # the second is not canonical
+    values, paths = score_networks(archs, fake_accuracy, "mean")
+    groups = [group_of(space, c) for c in ("11110110", "22212220", "12121212")]
+    assert paths == [len(g) for g in groups] == [4, 2, 1]
+    assert list(values) == pytest.approx([np.mean([int(c) for c in g]) for g in groups])
+    assert len(calls) == 1 and sorted(calls[0]) == sorted(c for g in groups for c in g)  # one call: the trie shares all
+
+    calls.clear()
+    values, paths = score_networks(archs, fake_accuracy, "canonical")
+    assert list(values) == [11110110.0, 22212220.0, 12121212.0] and paths == [1, 1, 1] and len(calls) == 1
+    groups_all = equivalent_archs(space)
+    assert len(groups_all) == 3969 and sum(map(len, groups_all.values())) == 3**8
+    with pytest.raises(UserError, match="--equivalents"):
+        score_networks(archs, fake_accuracy, "median")
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_benchmark_mode_end_to_end(nb_run, bench, capsys):
+    exp, cfg = nb_run
+    assert main(["rank-corr", str(exp), *BENCH_ARGS, "--models", "20"]) == 0
+    printed = capsys.readouterr().out
+    for text in ("20 nasbench_macro networks", "supernet  Kendall τ", "FLOPs     Kendall τ", "ceiling", "networks/min"):
+        assert text in printed, text
+    out = benchmark_dir(cfg, "nasbench_macro")
+    assert out == cfg.run_path / "rankcorr" / "benchmark_nasbench_macro"
+    assert not (cfg.run_path / "rankcorr" / "rankcorr.json").exists()  # the standalone rank-corr's files are elsewhere
+    table = pd.read_csv(out / "rankcorr.csv", dtype={"code": str})
+    assert list(table.columns) == [
+        "arch", "code", "supernet_acc", "true_acc", "acc_seed0", "acc_seed1", "acc_seed2", "flops", "params", "paths",
+    ]  # fmt: skip
+    space = experiment_space(cfg)
+    expected = benchmark_sample(bench, space, 20, derive_seed(cfg.seed, "rankcorr-benchmark", "nasbench_macro"))
+    assert list(table["code"]) == [a.code for a in expected] and table["code"].is_unique
+    for row in table.itertuples():
+        rec = bench.records[row.code]
+        assert Arch.parse(space, row.arch).code == row.code
+        assert row.true_acc == rec.mean_acc and (row.acc_seed0, row.acc_seed1, row.acc_seed2) == rec.test_acc
+        assert (row.flops, row.params, row.paths) == (rec.flops, rec.params, 1)
+
+    report = json.loads((out / "rankcorr.json").read_text())
+    settings = (report["models"], report["equivalents"], report["all"], report["paths_scored"], report["top_k"])
+    assert settings == (20, "canonical", False, 20, 2)
+    tau = scipy.stats.kendalltau(table["supernet_acc"], table["true_acc"]).statistic
+    assert report["kendall_tau"]["value"] == pytest.approx(tau, abs=1e-6)
+    assert report["spearman_rho"]["value"] == pytest.approx(scipy.stats.spearmanr(table["supernet_acc"], table["true_acc"])[0], abs=1e-6)
+    for proxy in ("flops", "params"):
+        expect = scipy.stats.kendalltau(table[proxy], table["true_acc"]).statistic
+        assert report["proxies"][proxy]["kendall_tau"]["value"] == pytest.approx(expect, abs=1e-6), proxy
+    ceiling = mean_pairwise_scipy_tau([table[f"acc_seed{j}"] for j in range(3)])
+    assert report["seed_to_seed_tau"]["value"] == pytest.approx(ceiling, abs=1e-6)
+    for stat in (report["kendall_tau"], report["proxies"]["flops"]["kendall_tau"], report["seed_to_seed_tau"]):
+        lo, hi = stat["ci95"]
+        assert lo <= stat["value"] <= hi
+    scoring = report["scoring"]
+    assert scoring["blocks_one_by_one"] == 20 * 8 and scoring["heads_run"] == 20
+    assert scoring["blocks_run"] == count_prefixes([a.genes for a in expected]) < 160  # the trie shared prefixes
+    assert scoring["wall_seconds"] > 0 and scoring["networks_per_min"] > 0
+    assert report["evaluator"]["calib_images"] == 8 and report["evaluator"]["val_images"] == 20 and report["evaluator"]["use_trie"]
+    assert (out / "rankcorr.png").stat().st_size > 0 and (out / "config.yaml").is_file()
+
+    # the estimates are SubnetEvaluator's, BN recalibrated as configured
+    net = load_supernet(cfg.run_path / "supernet" / "supernet.pt", space=space)
+    evaluator = SubnetEvaluator.from_config(net, experiment_dataset(cfg), cfg.supernet, seed=cfg.seed)
+    assert list(table["supernet_acc"]) == pytest.approx(evaluator.evaluate(expected), abs=1e-9)
+    assert table["supernet_acc"].nunique() > 1
+
+
+def test_benchmark_mode_mean_over_equivalent_codes(nb_run, bench, capsys):
+    exp, cfg = nb_run
+    assert main(["rank-corr", str(exp), *BENCH_ARGS, "--models", "8", "--equivalents", "mean", "--top-k", "3"]) == 0
+    assert "mean paths" in capsys.readouterr().out
+    out = benchmark_dir(cfg, "nasbench_macro")
+    table = pd.read_csv(out / "rankcorr.csv", dtype={"code": str})
+    report = json.loads((out / "rankcorr.json").read_text())
+    space = experiment_space(cfg)
+    groups = [group_of(space, code) for code in table["code"]]
+    assert list(table["paths"]) == [len(g) for g in groups] and report["paths_scored"] == sum(map(len, groups))
+    assert report["equivalents"] == "mean" and report["top_k"] == 3 and report["scoring"]["heads_run"] == sum(map(len, groups))
+    assert max(map(len, groups)) > 1  # the sample has networks with several codes
+    net = load_supernet(cfg.run_path / "supernet" / "supernet.pt", space=space)
+    evaluator = SubnetEvaluator.from_config(net, experiment_dataset(cfg), cfg.supernet, seed=cfg.seed)
+    every = {c: acc for g in groups for c, acc in zip(g, evaluator.evaluate([Arch.parse(space, c) for c in g]), strict=True)}
+    assert list(table["supernet_acc"]) == pytest.approx([np.mean([every[c] for c in g]) for g in groups], abs=1e-9)
+
+
+def test_benchmark_mode_user_errors(nb_run, tmp_path, capsys):
+    exp, _ = nb_run
+
+    def error(*argv: str) -> str:
+        assert main(["rank-corr", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        return err
+
+    assert "--seeds" in error(str(exp), *BENCH_ARGS, "--models", "5", "--seeds", "2")
+    assert "exactly one of --models" in error(str(exp), *BENCH_ARGS, "--models", "5", "--all")
+    assert "exactly one of --models" in error(str(exp), *BENCH_ARGS)
+    assert "exceeds the 3969 distinct networks" in error(str(exp), *BENCH_ARGS, "--models", "4000")
+    assert "--top-k" in error(str(exp), *BENCH_ARGS, "--models", "5", "--top-k", "6")
+    assert "unknown benchmark 'nope'" in error(str(exp), "--benchmark", "nope", "--models", "5")
+    assert "--benchmark" in error(str(exp), "--models", "5", "--all")
+    assert "--benchmark" in error(str(exp), "--models", "5", "--equivalents", "mean")
+    assert "--models K" in error(str(exp))
+    err = error(str(exp), *BENCH_ARGS, "--models", "5", f"run_dir={tmp_path / 'empty'}")
+    assert "supernet.pt" in err
+    # a space that is not the benchmarked network is refused before anything is loaded
+    foreign = write_experiment(tmp_path, tmp_path / "run", name="foreign.yaml", lut={"tables": {}})
+    assert "describes space 'nasbench_macro', not 'tiny'" in error(str(foreign), *BENCH_ARGS, "--models", "5")
+    narrow = write_experiment(tmp_path, tmp_path / "run", name="narrow.yaml", space={**NASBENCH, "width_mult": 0.5})
+    assert "width 0.5" in error(str(narrow), *BENCH_ARGS, "--all")
+
+
+# ----------------------------------------------------------------------------- statistics vs brute force
+def brute_tau_b(x, y) -> float:
+    nx = ny = s = 0
+    for i, j in itertools.combinations(range(len(x)), 2):
+        dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+        nx += dx != 0
+        ny += dy != 0
+        s += dx * dy
+    return s / math.sqrt(nx * ny) if nx and ny else math.nan
+
+
+def brute_ranks(x) -> np.ndarray:
+    return np.array([sum(v < xi for v in x) + (sum(v == xi for v in x) + 1) / 2 for xi in x])
+
+
+def brute_rho(x, y) -> float:
+    rx, ry = brute_ranks(x), brute_ranks(y)
+    dx, dy = rx - rx.mean(), ry - ry.mean()
+    denom = math.sqrt((dx * dx).sum() * (dy * dy).sum())
+    return (dx * dy).sum() / denom if denom else math.nan
+
+
+def test_scipy_statistics_equal_brute_force_with_ties():
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(2, 25))
+        x, y = rng.integers(0, 1 + trial % 5, n).astype(float), rng.integers(0, 4, n).astype(float)  # many ties
+        tau, rho = kendall_tau(x, y), spearman_rho(x, y)
+        for got, want in ((tau, brute_tau_b(x, y)), (rho, brute_rho(x, y))):
+            assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, abs=1e-12), (x, y)
+    assert math.isnan(kendall_tau([2.0], [1.0])) and math.isnan(kendall_tau([1, 2], [3, 3]))
+
+
+def test_vectorised_statistics_equal_the_row_by_row_ones():
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 4, (300, 9)).astype(float), rng.integers(0, 3, (300, 9)).astype(float)
+    x[0] = 2.0  # a constant row: ρ undefined
+    rho = spearman_rho_along(x, y)
+    assert math.isnan(rho[0])
+    assert np.allclose(rho[1:], [spearman_rho(a, b) for a, b in zip(x[1:], y[1:], strict=True)], equal_nan=True, atol=1e-12)
+    assert np.allclose(spearman_rho_along(x.T, y.T, axis=0)[1:], rho[1:], equal_nan=True)
+    for k in (1, 3, 9):
+        assert list(top_k_overlap_along(x, y, k)) == [top_k_overlap(a, b, k) for a, b in zip(x, y, strict=True)]
+
+
+def test_bootstrap_leaves_undefined_resamples_out():
+    x = np.array([0.0, 0.0, 0.0, 0.0, 1.0, 0.0])  # a third of the resamples miss the 1: τ undefined there
+    y = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    seen: list[float] = []
+
+    def tau(rows: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+        assert np.array_equal(a, x[rows.astype(int)]) and np.array_equal(b, y[rows.astype(int)])  # paired rows
+        seen.append(brute_tau_b(a, b))
+        return kendall_tau(a, b)
+
+    lo, hi = bootstrap_ci(tau, (np.arange(6.0), x, y), resamples=400, seed=5)
+    values = np.array(seen)
+    assert len(values) == 400 and 50 < np.isnan(values).sum() < 350
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(values[~np.isnan(values)], [2.5, 97.5])))
+    assert bootstrap_ci(kendall_tau, (x, y), resamples=400, seed=5) == (lo, hi)  # seeded: the same resamples
+    z = np.array([3.0, 1.0, 2.0, 6.0, 5.0, 4.0])  # no undefined resample: scipy's own percentile interval
+    seen.clear()
+
+    def logged(rows: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+        seen.append(kendall_tau(a, b))
+        return seen[-1]
+
+    lo, hi = bootstrap_ci(logged, (np.arange(6.0), z, y), 300, seed=2)
+    assert not np.isnan(seen).any() and (lo, hi) == pytest.approx(tuple(np.percentile(seen, [2.5, 97.5])))
