@@ -94,7 +94,8 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     latency = "   ".join(f"{name} {ms:.3f} ms (table)" for name, ms in result["latency_ms"].items())
     setup = result["measured_latency_setup"]
     print(f"retrain: {pick.arch} ({pick.label}){' - already retrained, nothing to do' if result.get('status') else ''}")
-    print(f"  test accuracy {_percent(result['test_acc'])}{weights}   supernet estimate {_percent(result['supernet_acc'])}")
+    bench = f"   benchmark's trained accuracy {_percent(result['benchmark_acc'])}" if "benchmark_acc" in result else ""
+    print(f"  test accuracy {_percent(result['test_acc'])}{weights}   supernet estimate {_percent(result['supernet_acc'])}{bench}")
     print(
         f"  params {result['params'] / 1e6:.2f}M   MACs {result['macs'] / 1e6:.1f}M   {latency + '   ' if latency else ''}"
         f"measured {result['measured_latency_ms']:.3f} ms (onnxruntime CPU, {setup['threads']} thread, {setup['resolution']}², batch 1)"

@@ -122,3 +122,24 @@ def test_arch_show_takes_codes_and_shows_trained_accuracy(capsys) -> None:
     assert "benchmark" not in json.loads(capsys.readouterr().out)
     assert main(["arch", "show", "22212202"]) == 2  # the MoGA space takes no digit codes
     assert "belong to space nasbench_macro" in capsys.readouterr().err
+
+
+def test_retrain_of_a_code_records_the_benchmark_accuracy(tmp_path, capsys) -> None:
+    """``moga retrain --arch CODE`` on the benchmark space: the result carries the table's trained accuracy beside
+    its own, and a search that read accuracies from the table claims no supernet estimate."""
+    import pandas as pd
+
+    from moga.cli import main
+    from tests.tiny_experiment import make_image_folder, write_experiment
+
+    make_image_folder(tmp_path / "data", classes=tuple(f"c{i}" for i in range(10)), train=2, val=1)
+    space = {"name": "nasbench_macro", "resolution": 32, "num_classes": 10, "width_mult": 1.0, "variant": "imagenet"}
+    exp = write_experiment(tmp_path, tmp_path / "run", space=space, data={"search_val_per_class": 1}, search={"accuracy": "benchmark"})
+    overrides = ["retrain.max_steps=1", "retrain.batch_size=10", "retrain.epochs=1"]
+    assert main(["retrain", str(exp), "--arch", "22212202", "--no-progress", *overrides]) == 0
+    out = capsys.readouterr().out
+    assert "benchmark's trained accuracy 93.13%" in out
+    result = json.loads(next((tmp_path / "run" / "retrain").glob("*/result.json")).read_text())
+    assert result["benchmark_acc"] == pytest.approx(93.1267, abs=1e-3) and result["supernet_acc"] is None
+    summary = pd.read_csv(tmp_path / "run" / "retrain" / "summary.csv")
+    assert summary["benchmark_acc"].iloc[0] == pytest.approx(93.1267, abs=1e-3)
