@@ -79,7 +79,11 @@ def build_report(run_dir: str | Path) -> Path:
         parts.append(_section("Search progress (hypervolume of normalised objectives)", _img(search / "hypervolume.png")))
         if (search / "hypervolume.csv").exists():
             gens = pd.read_csv(search / "hypervolume.csv")
-            cols = [c for c in ("generation", "evaluated", "eval_s", "bookkeeping_s", "hypervolume", "hv_ratio", "igd", "front_size") if c in gens]
+            cols = [
+                c
+                for c in ("generation", "evaluated", "eval_s", "bookkeeping_s", "hypervolume", "hv_ratio", "igd", "front_size")
+                if c in gens
+            ]
             parts.append(_table(gens[cols]))
 
     summary = run / "retrain" / "summary.csv"
