@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; users with GPUs install their own torch first (pyproject declares a range).
 TORCH ?= torch==2.13.0
 
-.PHONY: setup run test lint format bench clean
+.PHONY: setup run run-benchmark test lint format bench clean
 
 $(BIN)/moga: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ setup: $(BIN)/moga
 
 run: setup
 	$(BIN)/moga run experiments/quickstart.yaml
+
+# the same pipeline on NAS-Bench-Macro, whose every network has a trained accuracy: the front comes with its regret
+run-benchmark: setup
+	$(BIN)/moga run experiments/nasbench_macro.yaml
 
 lint: setup
 	$(BIN)/ruff check .

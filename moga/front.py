@@ -34,15 +34,24 @@ def latency_column(front: pd.DataFrame) -> str | None:
     return "latency_ms" if "latency_ms" in front else next((c for c in front if c.startswith("latency_ms")), None)
 
 
-def knee_index(front: pd.DataFrame, x: str, y: str = "accuracy") -> int | None:
-    """Row label of the knee of the accuracy-vs-cost trade-off: on the 2-D non-dominated subset, the point
-    farthest from the straight line joining its two extremes (in normalised units)."""
+def two_d_front(front: pd.DataFrame, x: str, y: str = "accuracy") -> list:
+    """Row labels of the models non-dominated in (``y`` max, ``x`` min) alone, by increasing ``x``: the ones a
+    user picking by accuracy and latency chooses from (a front of more objectives also holds models that are
+    there only for, e.g., their parameter count)."""
     data = front[[x, y]].dropna().sort_values([x, y], ascending=[True, False])
     best, keep = -np.inf, []
     for idx, acc in data[y].items():  # 2-D front: accuracy strictly increasing with cost
         if acc > best:
             keep.append(idx)
             best = acc
+    return keep
+
+
+def knee_index(front: pd.DataFrame, x: str, y: str = "accuracy") -> int | None:
+    """Row label of the knee of the accuracy-vs-cost trade-off: on the 2-D non-dominated subset, the point
+    farthest from the straight line joining its two extremes (in normalised units)."""
+    data = front[[x, y]].dropna()
+    keep = two_d_front(front, x, y)
     if len(keep) < 3:
         return keep[-1] if keep else None
     pts = data.loc[keep].to_numpy(float)
@@ -120,6 +129,10 @@ def regret_summary(front: pd.DataFrame) -> str | None:
     if "regret" not in front or front["regret"].dropna().empty:
         return None
     line = f"ground truth: median regret {front['regret'].median():.2f} pp over {len(front)} models"
+    x = latency_column(front)
+    if x is not None and "accuracy" in front:
+        sub = front.loc[two_d_front(front, x)]
+        line += f" ({sub['regret'].median():.2f} pp over the {len(sub)} on the accuracy-latency front)"
     knee = front[front["mark"].str.contains("knee")] if "mark" in front else front.iloc[:0]
     if len(knee):
         k = knee.iloc[0]

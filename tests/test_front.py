@@ -48,3 +48,24 @@ def test_read_front_paths_and_errors(tmp_path):
     bad.write_text("x,y\n1,2\n")
     with pytest.raises(UserError, match=r"missing columns"):
         read_front(bad)
+
+
+def test_regret_summary_separates_the_accuracy_latency_front():
+    from moga.front import regret_summary, two_d_front
+
+    # rows 0, 1 and 3 trade accuracy for latency; row 2 is on a 3-objective front only for its parameters
+    front = pd.DataFrame(
+        {
+            "id": [0, 1, 2, 3],
+            "accuracy": [30.0, 40.0, 35.0, 45.0],
+            "latency_ms": [1.0, 2.0, 2.5, 3.0],
+            "params": [1e6, 2e6, 9e6, 3e6],
+            "true_accuracy": [80.0, 90.0, 70.0, 91.0],
+            "regret": [0.0, 0.5, 20.0, 1.0],
+            "mark": ["", "knee", "", ""],
+        }
+    )
+    assert two_d_front(front, "latency_ms") == [0, 1, 3]
+    line = regret_summary(front)
+    assert line.startswith("ground truth: median regret 0.75 pp over 4 models (0.50 pp over the 3 on the accuracy-latency front)")
+    assert "knee (id 1) 0.50 pp at true accuracy 90.00 %" in line
