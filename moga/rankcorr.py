@@ -546,6 +546,7 @@ def rank_correlation_benchmark(
                 "heads_run": evaluator.heads_run,
             },
             "statistics_wall_seconds": round(stats_wall, 3),
+            "choice_effects": choice_effects(archs, table["supernet_acc"].to_numpy(), table["true_acc"].to_numpy()),
             "config_hash": config_hash(cfg.section_dump("seed", "space", "data", "supernet")),
         }
         del evaluator, net
@@ -555,6 +556,28 @@ def rank_correlation_benchmark(
         write_json(out / "rankcorr.json", report)
         atomic_write_bytes(out / "rankcorr.png", benchmark_png(table, report))
     return report
+
+
+def choice_effects(archs: Sequence[Arch], estimate: np.ndarray, true: np.ndarray) -> list[dict[str, Any]]:
+    """Per layer and choice, the mean estimate and the mean true accuracy of the sampled networks taking that
+    choice there, each minus the mean over all sampled networks (points): where the estimator's
+    preferences between a layer's choices differ from training's (e.g. a skip penalised less than it should)."""
+    genes = np.array([a.genes for a in archs])
+    rows = []
+    for layer, spec in enumerate(archs[0].space.layers if archs else []):
+        for c, choice in enumerate(spec.choices):
+            taken = genes[:, layer] == c
+            if taken.any():
+                rows.append(
+                    {
+                        "layer": layer + 1,
+                        "choice": choice.token,
+                        "networks": int(taken.sum()),
+                        "estimate_effect": round(float(estimate[taken].mean() - estimate.mean()), 3),
+                        "true_effect": round(float(true[taken].mean() - true.mean()), 3),
+                    }
+                )
+    return rows
 
 
 def benchmark_png(table: pd.DataFrame, report: dict[str, Any]) -> bytes:

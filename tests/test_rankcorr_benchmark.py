@@ -158,6 +158,17 @@ def test_benchmark_mode_end_to_end(nb_run, bench, capsys):
     assert scoring["wall_seconds"] > 0 and scoring["networks_per_min"] > 0
     assert report["evaluator"]["calib_images"] == 8 and report["evaluator"]["val_images"] == 20 and report["evaluator"]["use_trie"]
     assert (out / "rankcorr.png").stat().st_size > 0 and (out / "config.yaml").is_file()
+    # per layer and choice: mean estimate and mean true accuracy of the networks taking it, minus the sample's mean
+    effects = {(e["layer"], e["choice"]): e for e in report["choice_effects"]}
+    first = table["arch"].str.split("-").str[0]
+    for choice in ("skip", "k3e3", "k5e6"):
+        taken = first == choice
+        if taken.any():
+            e = effects[(1, choice)]
+            assert e["networks"] == taken.sum()
+            assert e["true_effect"] == pytest.approx(table["true_acc"][taken].mean() - table["true_acc"].mean(), abs=1e-3)
+            assert e["estimate_effect"] == pytest.approx(table["supernet_acc"][taken].mean() - table["supernet_acc"].mean(), abs=1e-3)
+    assert sum(e["networks"] for e in report["choice_effects"] if e["layer"] == 8) == 20
 
     # the estimates are SubnetEvaluator's, BN recalibrated as configured
     net = load_supernet(cfg.run_path / "supernet" / "supernet.pt", space=space)
