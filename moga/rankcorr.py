@@ -601,6 +601,12 @@ def benchmark_png(table: pd.DataFrame, report: dict[str, Any]) -> bytes:
         f"ceiling (seed-to-seed τ) {_fmt(report['seed_to_seed_tau'])} (bootstrap 95%)",
         fontsize=9,
     )
+    return _png(fig)
+
+
+def _png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -662,7 +668,4 @@ def scatter_png(table: pd.DataFrame, color: str, stats: dict[str, Any]) -> bytes
         f"top-{stats['top_k']} overlap {fmt('top_k_overlap')} (bootstrap 95% intervals){ceiling}",
         fontsize=9,
     )
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
