@@ -171,6 +171,7 @@ def _rank_corr_benchmark(args: argparse.Namespace) -> None:
         f"  supernet  Kendall τ {_statistic(report['kendall_tau'])}   Spearman ρ {_statistic(report['spearman_rho'])}   "
         f"top-{report['top_k']} overlap {_statistic(report['top_k_overlap'])}"
     )
+    print(f"  supernet −val loss  Kendall τ {_statistic(report['supernet_neg_loss']['kendall_tau'])}   (the same logits' cross-entropy)")
     for name, stats in report["proxies"].items():
         label = {"flops": "FLOPs", "params": "params"}.get(name, name)
         print(f"  {label:<8}  Kendall τ {_statistic(stats['kendall_tau'])}   (zero-training proxy)")

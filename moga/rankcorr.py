@@ -36,7 +36,8 @@ Benchmark mode (``--benchmark nasbench_macro --models N | --all [--equivalents c
    over all of them in one call, so its trie runs every distinct prefix once. ``--equivalents canonical``
    (default) scores each network's canonical path; ``mean`` scores the path of every equivalent code (all
    codes whose canonical form is the network: the same function, different supernet paths) and averages
-   their accuracies - whether the evaluator should canonicalise is the comparison of the two.
+   their accuracies - whether the evaluator should canonicalise is the comparison of the two. From the same
+   logits the minus cross-entropy is kept too (``supernet_neg_loss``), a second estimator ranked alike.
 4. Statistics against the table's mean accuracy over its seeds: τ-b, ρ and top-k overlap (k = N // 10 by
    default, at least 1) with bootstrap intervals; the same for FLOPs and params (and the run's first latency
    table if built) as zero-training proxies on the same networks; and the ceiling: the table's seed-to-seed
@@ -426,7 +427,25 @@ def score_networks(
     paths = [groups[a.genes] for a in networks]
     values = np.asarray(accuracy([p for group in paths for p in group]), dtype=np.float64)
     ends = np.cumsum([len(group) for group in paths])
-    return np.array([values[e - len(g) : e].mean() for g, e in zip(paths, ends, strict=True)]), [len(g) for g in paths]
+    return np.array([values[e - len(g) : e].mean(axis=0) for g, e in zip(paths, ends, strict=True)]), [len(g) for g in paths]
+
+
+def path_scores(evaluator: Any) -> Callable[[Sequence[Arch]], np.ndarray]:
+    """Per path, (top-1 accuracy %, minus the mean cross-entropy) from one pass over the same logits: the
+    accuracy is exactly ``SubnetEvaluator.evaluate``'s; the loss is a less quantised statistic of the same
+    predictions (BENCHMARKS.md: it ranks better on NAS-Bench-Macro)."""
+    import torch.nn.functional as F
+
+    def score(archs: Sequence[Arch]) -> np.ndarray:
+        labels = evaluator.labels
+        return np.array(
+            [
+                (100.0 * int((logits.argmax(1) == labels).sum()) / len(labels), -float(F.cross_entropy(logits.float(), labels)))
+                for logits in evaluator.logits(list(archs))
+            ]
+        ).reshape(-1, 2)
+
+    return score
 
 
 def _table_latency(cfg: ExperimentConfig) -> tuple[str, Callable[[np.ndarray], np.ndarray]] | None:
@@ -492,14 +511,15 @@ def rank_correlation_benchmark(
         atomic_write_text(out / "config.yaml", dump_config(cfg))
         evaluator = SubnetEvaluator.from_config(net, dataset, cfg.supernet, seed=cfg.seed, progress=progress)
         start = time.perf_counter()
-        supernet_acc, paths = score_networks(archs, evaluator.evaluate, equivalents)
+        scores, paths = score_networks(archs, path_scores(evaluator), equivalents)
         wall = time.perf_counter() - start
         records = [bench.lookup(a) for a in archs]
         table = pd.DataFrame(
             {
                 "arch": [str(a) for a in archs],
                 "code": [a.code for a in archs],
-                "supernet_acc": supernet_acc,
+                "supernet_acc": scores[:, 0],
+                "supernet_neg_loss": scores[:, 1],
                 "true_acc": [r.mean_acc for r in records],
                 **{f"acc_seed{j}": [r.test_acc[j] for r in records] for j in range(bench.seeds)},
                 "flops": [r.flops for r in records],
@@ -516,7 +536,8 @@ def rank_correlation_benchmark(
         stats["proxies"] = {
             name: rank_statistics(table[column], table["true_acc"], k, resamples, seed=cfg.seed) for name, column in proxies.items()
         }
-        for proxy in stats["proxies"].values():
+        stats["supernet_neg_loss"] = rank_statistics(table["supernet_neg_loss"], table["true_acc"], k, resamples, seed=cfg.seed)
+        for proxy in [*stats["proxies"].values(), stats["supernet_neg_loss"]]:
             del proxy["top_k"], proxy["bootstrap"]
         seeds = [f"acc_seed{j}" for j in range(bench.seeds)]
         stats["seed_to_seed_tau"] = seed_repeatability([table[c] for c in seeds], resamples, seed=cfg.seed)

@@ -127,7 +127,7 @@ def test_benchmark_mode_end_to_end(nb_run, bench, capsys):
     assert not (cfg.run_path / "rankcorr" / "rankcorr.json").exists()  # the standalone rank-corr's files are elsewhere
     table = pd.read_csv(out / "rankcorr.csv", dtype={"code": str})
     assert list(table.columns) == [
-        "arch", "code", "supernet_acc", "true_acc", "acc_seed0", "acc_seed1", "acc_seed2", "flops", "params", "paths",
+        "arch", "code", "supernet_acc", "supernet_neg_loss", "true_acc", "acc_seed0", "acc_seed1", "acc_seed2", "flops", "params", "paths",
     ]  # fmt: skip
     space = experiment_space(cfg)
     expected = benchmark_sample(bench, space, 20, derive_seed(cfg.seed, "rankcorr-benchmark", "nasbench_macro"))
@@ -144,6 +144,8 @@ def test_benchmark_mode_end_to_end(nb_run, bench, capsys):
     tau = scipy.stats.kendalltau(table["supernet_acc"], table["true_acc"]).statistic
     assert report["kendall_tau"]["value"] == pytest.approx(tau, abs=1e-6)
     assert report["spearman_rho"]["value"] == pytest.approx(scipy.stats.spearmanr(table["supernet_acc"], table["true_acc"])[0], abs=1e-6)
+    neg_loss = scipy.stats.kendalltau(table["supernet_neg_loss"], table["true_acc"]).statistic
+    assert report["supernet_neg_loss"]["kendall_tau"]["value"] == pytest.approx(neg_loss, abs=1e-6)
     for proxy in ("flops", "params"):
         expect = scipy.stats.kendalltau(table[proxy], table["true_acc"]).statistic
         assert report["proxies"][proxy]["kendall_tau"]["value"] == pytest.approx(expect, abs=1e-6), proxy
@@ -174,6 +176,8 @@ def test_benchmark_mode_end_to_end(nb_run, bench, capsys):
     net = load_supernet(cfg.run_path / "supernet" / "supernet.pt", space=space)
     evaluator = SubnetEvaluator.from_config(net, experiment_dataset(cfg), cfg.supernet, seed=cfg.seed)
     assert list(table["supernet_acc"]) == pytest.approx(evaluator.evaluate(expected), abs=1e-9)
+    losses = [float(torch.nn.functional.cross_entropy(z, evaluator.labels)) for z in evaluator.logits(expected)]
+    assert list(table["supernet_neg_loss"]) == pytest.approx([-v for v in losses], abs=1e-5)
     assert table["supernet_acc"].nunique() > 1
 
 
