@@ -295,3 +295,14 @@ def test_bootstrap_leaves_undefined_resamples_out():
 
     lo, hi = bootstrap_ci(logged, (np.arange(6.0), z, y), 300, seed=2)
     assert not np.isnan(seen).any() and (lo, hi) == pytest.approx(tuple(np.percentile(seen, [2.5, 97.5])))
+
+
+def test_supernet_eval_takes_benchmark_codes(nb_run, capsys):
+    """``moga supernet eval --arch CODE``: the code is the same architecture as its string."""
+    exp, cfg = nb_run
+    string = str(Arch.parse(experiment_space(cfg), "22212202"))
+    assert main(["supernet", "eval", str(exp), "--arch", "22212202", "--arch", string]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"22212202 ({string})" in lines[0] and lines[1].split()[0] == lines[0].split()[0]  # same accuracy
+    assert main(["supernet", "eval", str(exp), "--arch", "22212203"]) == 2
+    assert "out of range" in capsys.readouterr().err
