@@ -4,7 +4,7 @@
 public repository xiusu/NAS-Bench-Macro; Apache-2.0, ``assets/nasbench_macro/LICENSE``) trained each of
 the 3,969 distinct networks of the ``nasbench_macro`` space three times for 50 epochs on CIFAR-10 and gives
 the test accuracy of each run, plus parameter and FLOPs counts. The file ships unchanged (gzip of the
-published JSON) and is read with ``json`` only: a table is data, never code.
+published JSON; its sha256 is checked on load) and is read with ``json`` only: a table is data, never code.
 
     bench = load_benchmark("nasbench_macro")
     bench.check_space(space)            # the space resolves to exactly the benchmarked network
@@ -18,6 +18,7 @@ network and share one record; ``lookup`` canonicalises.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import itertools
 import json
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class BenchmarkInfo:
     variant: str
     source: str
     dataset: str
+    sha256: str  # of the uncompressed table, checked on load
 
 
 BENCHMARKS: dict[str, BenchmarkInfo] = {
@@ -57,6 +59,7 @@ BENCHMARKS: dict[str, BenchmarkInfo] = {
         "imagenet",
         "NAS-Bench-Macro (Su et al., CVPR 2021), Apache-2.0",
         "CIFAR-10 test set, best of 50 epochs, 3 seeds",
+        "686dee8363cc21cca8c1f321ad5749454f2d9b9ca5972682e137e539bc522297",
     ),
 }
 
@@ -129,8 +132,11 @@ def load_benchmark(name: str) -> Benchmark:
 def _load(name: str) -> Benchmark:
     info = BENCHMARKS[name]
     try:
-        with gzip.open(info.file, "rt", encoding="utf-8") as f:
-            raw = json.load(f)
+        with gzip.open(info.file, "rb") as f:
+            data = f.read()
+        if hashlib.sha256(data).hexdigest() != info.sha256:
+            raise UserError(f"benchmark table {info.file} is not the published file (sha256 differs): reinstall moga")
+        raw = json.loads(data.decode("utf-8"))
     except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"cannot read benchmark table {info.file}: {exc}") from None
     bench = Benchmark(name, info, {"0": BenchmarkRecord("0", (0.0,), 0.0, 0.0, 0, 0)})  # the space, to canonicalise

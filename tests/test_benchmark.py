@@ -143,3 +143,21 @@ def test_retrain_of_a_code_records_the_benchmark_accuracy(tmp_path, capsys) -> N
     assert result["benchmark_acc"] == pytest.approx(93.1267, abs=1e-3) and result["supernet_acc"] is None
     summary = pd.read_csv(tmp_path / "run" / "retrain" / "summary.csv")
     assert summary["benchmark_acc"].iloc[0] == pytest.approx(93.1267, abs=1e-3)
+
+
+def test_a_table_that_is_not_the_published_one_is_refused(tmp_path, monkeypatch) -> None:
+    import dataclasses
+
+    import supernet.benchmark as sb
+
+    fake = tmp_path / "table.json.gz"
+    with gzip.open(fake, "wt") as f:
+        json.dump({"00000000": {"test_acc": [1, 2, 3], "mean_acc": 2, "std": 1, "params": 1, "flops": 1}}, f)
+    monkeypatch.setitem(sb.BENCHMARKS, "forged", dataclasses.replace(sb.BENCHMARKS["nasbench_macro"], file=fake))
+    with pytest.raises(UserError, match="not the published file"):
+        sb.load_benchmark("forged")
+    broken = tmp_path / "broken.json.gz"
+    broken.write_bytes(b"not gzip")
+    monkeypatch.setitem(sb.BENCHMARKS, "broken", dataclasses.replace(sb.BENCHMARKS["nasbench_macro"], file=broken))
+    with pytest.raises(UserError, match="cannot read benchmark table"):
+        sb.load_benchmark("broken")

@@ -4,6 +4,7 @@ front, hv_ratio / IGD, regret, honest evaluation counts, and ``moga run`` withou
 from __future__ import annotations
 
 import gzip
+import hashlib
 import itertools
 import json
 
@@ -55,9 +56,11 @@ def bench(tmp_path_factory):
             seeds = [acc - 0.1, acc + 0.1]
             records[canon] = {"test_acc": seeds, "mean_acc": float(np.mean(seeds)), "std": 0.1, "params": 1, "flops": 1}
     table = {"".join(map(str, g)): records[space.canonical(g)] for g in itertools.product(*(range(n) for n in space.n_choices))}
-    with gzip.open(root / "tinybench.json.gz", "wt") as f:
-        json.dump(table, f)
-    info = BenchmarkInfo(root / "tinybench.json.gz", str(root / "space.yaml"), 32, 4, 1.0, "imagenet", "synthetic", "synthetic")
+    data = json.dumps(table).encode()
+    with gzip.open(root / "tinybench.json.gz", "wb") as f:
+        f.write(data)
+    info = BenchmarkInfo(root / "tinybench.json.gz", str(root / "space.yaml"), 32, 4, 1.0, "imagenet", "synthetic", "synthetic",
+                         hashlib.sha256(data).hexdigest())  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(benchmark_module.BENCHMARKS, "tinybench", info)
         benchmark_module._load.cache_clear()
