@@ -81,8 +81,7 @@ class Benchmark:
 
     def __init__(self, name: str, info: BenchmarkInfo, records: dict[str, BenchmarkRecord]):
         self.name, self.info, self.records = name, info, records
-        self.space = get_space(info.space, num_classes=info.num_classes, resolution=info.resolution, width_mult=info.width_mult,
-                               variant=info.variant)  # fmt: skip
+        self.space = benchmarked_space(info)
         self.seeds = len(next(iter(records.values())).test_acc)
 
     def check_space(self, space: SearchSpace) -> None:
@@ -117,6 +116,11 @@ class Benchmark:
         return [Arch(space, g) for g in genomes if space.canonical(g) == g]
 
 
+def benchmarked_space(info: BenchmarkInfo) -> SearchSpace:
+    """The space exactly as the benchmark trained it."""
+    return get_space(info.space, num_classes=info.num_classes, resolution=info.resolution, width_mult=info.width_mult, variant=info.variant)
+
+
 def registered_benchmarks() -> list[str]:
     return sorted(BENCHMARKS)
 
@@ -139,16 +143,16 @@ def _load(name: str) -> Benchmark:
         raw = json.loads(data.decode("utf-8"))
     except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"cannot read benchmark table {info.file}: {exc}") from None
-    bench = Benchmark(name, info, {"0": BenchmarkRecord("0", (0.0,), 0.0, 0.0, 0, 0)})  # the space, to canonicalise
+    space = benchmarked_space(info)  # its canonical form keys the records
     records = {}
     try:
         if not isinstance(raw, dict):
             raise TypeError("expected an object of code -> record")
         for code, r in raw.items():
             genes = tuple(int(d) for d in code)
-            if len(genes) != bench.space.num_layers:
+            if len(genes) != space.num_layers:
                 raise ValueError(f"code {code!r} has {len(genes)} digits")
-            canonical = "".join(map(str, bench.space.canonical(genes)))
+            canonical = "".join(map(str, space.canonical(genes)))
             accs = tuple(float(a) for a in r["test_acc"])
             record = BenchmarkRecord(canonical, accs, float(r["mean_acc"]), float(r["std"]), int(r["params"]), int(r["flops"]))
             if records.setdefault(canonical, record) != record:

@@ -5,9 +5,10 @@ channels / stride / activation, and the choice set: either the product kernels x
 (optionally with a skip choice where a layer keeps its shape), or an explicit list of tokens
 (``[skip, k3e3, k5e6]``: every layer offers exactly these, in this order; a ``skip`` on a layer that changes
 stride or channels is the projection 1x1 conv (with the stride) + BN + ``layers.skip_act``). A space may name
-its ``benchmark`` (trained accuracies of every network, ``supernet.benchmark``). ``get_space`` resolves it for a number of classes, an input resolution, a width
-multiplier and a stride variant. ``SearchSpace.layer_shape`` is the single place where shapes are
-derived: model building, parameter/MAC counting and latency-table keys all consume it.
+its ``benchmark`` (trained accuracies of every network, ``supernet.benchmark``). ``get_space`` resolves it
+for a number of classes, an input resolution, a width multiplier and a stride variant.
+``SearchSpace.layer_shape`` is the single place where shapes are derived: model building, parameter/MAC
+counting and latency-table keys all consume it.
 """
 
 from __future__ import annotations
@@ -319,6 +320,11 @@ def get_space(
     if num_classes < 1 or resolution < 8 or width_mult <= 0:
         raise UserError(f"invalid space parameters: num_classes={num_classes}, resolution={resolution}, width_mult={width_mult}")
     y = _load_yaml(name)
+    if y.benchmark is not None:
+        from supernet.benchmark import BENCHMARKS  # imported here: benchmark builds on this module
+
+        if y.benchmark not in BENCHMARKS:
+            raise UserError(f"space {y.name!r}: unknown benchmark {y.benchmark!r} (moga ships {', '.join(sorted(BENCHMARKS))})")
     n = len(y.layers.out_channels)
     acts = y.layers.acts if isinstance(y.layers.acts, list) else [y.layers.acts] * n
     if not (n == len(y.layers.strides) == len(acts)) or n == 0:

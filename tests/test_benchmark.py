@@ -161,3 +161,12 @@ def test_a_table_that_is_not_the_published_one_is_refused(tmp_path, monkeypatch)
     monkeypatch.setitem(sb.BENCHMARKS, "broken", dataclasses.replace(sb.BENCHMARKS["nasbench_macro"], file=broken))
     with pytest.raises(UserError, match="cannot read benchmark table"):
         sb.load_benchmark("broken")
+
+
+def test_a_space_naming_an_unknown_benchmark_is_refused(tmp_path) -> None:
+    from supernet.space import SPACE_DIR
+
+    path = tmp_path / "typo.yaml"
+    path.write_text((SPACE_DIR / "nasbench_macro.yaml").read_text().replace("benchmark: nasbench_macro", "benchmark: nasbench_micro"))
+    with pytest.raises(UserError, match="unknown benchmark 'nasbench_micro'"):
+        get_space(str(path))

@@ -45,6 +45,8 @@ def bench(tmp_path_factory):
     """The ``tinybench`` benchmark registered for this module: a table for every code, equivalents sharing one record."""
     root = tmp_path_factory.mktemp("tinybench")
     (root / "space.yaml").write_text(SPACE_YAML)
+    mp = pytest.MonkeyPatch()
+    mp.setitem(benchmark_module.BENCHMARKS, "tinybench", None)  # a space may only name a registered benchmark
     space = get_space(str(root / "space.yaml"), **SPACE_ARGS)
     rng = np.random.default_rng(0)
     per_choice = rng.uniform(0, 8, (space.num_layers, 3))
@@ -61,11 +63,11 @@ def bench(tmp_path_factory):
         f.write(data)
     info = BenchmarkInfo(root / "tinybench.json.gz", str(root / "space.yaml"), 32, 4, 1.0, "imagenet", "synthetic", "synthetic",
                          hashlib.sha256(data).hexdigest())  # fmt: skip
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(benchmark_module.BENCHMARKS, "tinybench", info)
-        benchmark_module._load.cache_clear()
-        lut, _ = build_table(space, FakeBackend(), root / "cpu.json", device="fake", progress=False)
-        yield {"root": root, "space": space, "table": lut, "n": len(records)}
+    mp.setitem(benchmark_module.BENCHMARKS, "tinybench", info)
+    benchmark_module._load.cache_clear()
+    lut, _ = build_table(space, FakeBackend(), root / "cpu.json", device="fake", progress=False)
+    yield {"root": root, "space": space, "table": lut, "n": len(records)}
+    mp.undo()
     benchmark_module._load.cache_clear()
 
 
