@@ -16,7 +16,6 @@ predicted latency.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 
 from supernet.arch import Arch
 from supernet.errors import UserError
-from supernet.io import write_json
+from supernet.io import read_json, write_json
 from supernet.space import BlockShape, SearchSpace, get_space, space_from_spec, space_spec
 
 SCHEMA_VERSION = 1
@@ -182,15 +181,7 @@ class LatencyTable:
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
         path = Path(path)
-        try:
-            obj = json.loads(path.read_text(), object_pairs_hook=_no_duplicates)
-        except FileNotFoundError:
-            raise UserError(f"latency table {path}: file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"latency table {path}: corrupt JSON ({exc})") from None
-        except _DuplicateKey as exc:
-            raise UserError(f"latency table {path}: duplicate key {exc.args[0]!r}") from None
-        return cls.from_json(obj, source=path.name)
+        return cls.from_json(read_json(path, "latency table"), source=path.name)
 
     @classmethod
     def from_json(cls, obj: Any, source: str = "<table>") -> LatencyTable:
@@ -253,19 +244,6 @@ class LatencyTable:
 
 
 # ----------------------------------------------------------------------------- validation helpers
-class _DuplicateKey(Exception):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise _DuplicateKey(k)
-        out[k] = v
-    return out
-
-
 def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 

@@ -7,16 +7,17 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
+from moga.cli_types import at_least, positive_float
 from supernet.errors import UserError
 
 
 def _space_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", default=None, help="search space name or YAML path (default: the zoo model's, else moga)")
-    p.add_argument("--resolution", type=int, default=None, help="default 224, or the benchmark's setting for a benchmarked space")
-    p.add_argument("--num-classes", type=int, default=None, help="default 1000, or the benchmark's setting")
-    p.add_argument("--width-mult", type=float, default=None, help="default 1.0, or the benchmark's setting")
+    p.add_argument("--resolution", type=at_least(8), default=None, help="default 224, or the benchmark's setting for a benchmarked space")
+    p.add_argument("--num-classes", type=at_least(1), default=None, help="default 1000, or the benchmark's setting")
+    p.add_argument("--width-mult", type=positive_float, default=None, help="default 1.0, or the benchmark's setting")
     p.add_argument("--variant", default=None, help="imagenet (default) or cifar (stride-1 stem for 32x32 inputs)")
 
 
@@ -82,8 +83,15 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({arch.space.name}, input {shape}); onnxruntime max |diff| vs torch = {err:.2e}")
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """A usage mistake is one line too (``moga: error: ...``, exit 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"moga: error: {self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="moga", description="Hardware-aware neural architecture search (MoGA / FairNAS).")
+    parser = OneLineErrors(prog="moga", description="Hardware-aware neural architecture search (MoGA / FairNAS).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     arch = sub.add_parser("arch", help="inspect architectures").add_subparsers(dest="arch_command", required=True, metavar="ACTION")
@@ -96,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = arch.add_parser("sample", help="random architecture strings of a space")
     _space_args(p)
     p.set_defaults(space="moga")
-    p.add_argument("-n", type=int, default=5)
+    p.add_argument("-n", type=at_least(1), default=5)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_arch_sample)
 
@@ -112,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class IntermixedParser(argparse.ArgumentParser):
+class IntermixedParser(OneLineErrors):
     """Lets ``key=value`` overrides come after the options (``... --pick 3 retrain.epochs=1``).
 
     A plain parser binds the ``nargs="*"`` overrides as soon as it meets the experiment path, so later ones
@@ -151,12 +159,62 @@ def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     return [cli_lut.register, cli_supernet.register, cli_run.register, cli_retrain.register]
 
 
+# the operation an OSError interrupted, by the innermost call in its traceback that names one
+_OPERATIONS = {
+    "mkdir": "create directory",
+    "makedirs": "create directory",
+    "mkstemp": "create a file in",
+    "open": "open",
+    "read_text": "read",
+    "read_bytes": "read",
+    "write_text": "write",
+    "write_bytes": "write",
+    "savefig": "write",
+    "replace": "replace",
+    "rename": "rename",
+    "unlink": "delete",
+    "rmtree": "delete",
+    "rmdir": "delete",
+    "iterdir": "list",
+    "scandir": "list",
+    "listdir": "list",
+    "copyfile": "copy",
+    "copytree": "copy",
+    "stat": "inspect",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """``cannot <operation> <path>: <reason>`` for an OSError that reached the command line."""
+    import re
+    import traceback
+
+    from supernet.errors import os_error_message
+
+    operation = "access"
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        called = [frame.name, *re.findall(r"(\w+)\(", frame.line or "")]
+        hit = next((_OPERATIONS[c] for c in reversed(called) if c in _OPERATIONS), None)
+        if hit:
+            operation = hit
+            break
+    return os_error_message(exc, operation)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command. The error boundary: a ``UserError`` or an ``OSError`` on a path becomes one line on
+    stderr and exit code 2 (writes are atomic, so nothing is left half-written); Ctrl-C is exit 130."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed as one line
+        return int(exc.code or 0)
     try:
         args.func(args)
     except UserError as exc:
         print(f"moga: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"moga: error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("moga: interrupted", file=sys.stderr)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from moga.cli_types import at_least, positive_float
 from supernet.errors import UserError
 
 
@@ -27,13 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = act.add_parser("validate", help="measure random whole networks, calibrate the table, report accuracy")
     p.add_argument("table", help="table JSON (the calibration is stored in it)")
-    p.add_argument("--nets", type=int, default=None, help="random networks to measure (calibration + held out)")
-    p.add_argument("--calib", type=int, default=None, help="networks used to fit the calibration (default 20%%, at least 5)")
+    p.add_argument("--nets", type=at_least(1), default=None, help="random networks to measure (calibration + held out)")
+    p.add_argument("--calib", type=at_least(1), default=None, help="networks used to fit the calibration (default 20%%, at least 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="report directory (default: <table>_validation/ beside the table)")
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--runs", type=int, default=10, help="timed runs per network and round")
-    p.add_argument("--rounds", type=int, default=3, help="rounds per measurement pass (two passes, interleaved)")
+    p.add_argument("--warmup", type=at_least(0), default=10)
+    p.add_argument("--runs", type=at_least(1), default=10, help="timed runs per network and round")
+    p.add_argument("--rounds", type=at_least(1), default=3, help="rounds per measurement pass (two passes, interleaved)")
     p.add_argument("--measured", default=None, help="CSV arch,measured_ms[,measured2_ms] timed on the table's device instead")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_validate)
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir", help="output directory")
     p.add_argument("overrides", nargs="*", help="section.key=value config overrides")
     p.add_argument("--table", default=None, help="take the batch size from this table of lut.tables (default: the first)")
-    p.add_argument("--nets", type=int, default=0, help="also export N random whole networks for on-device validation")
+    p.add_argument("--nets", type=at_least(0), default=0, help="also export N random whole networks for on-device validation")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_export_blocks)
 
@@ -54,13 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", required=True, help="runtime name, e.g. tflite")
     p.add_argument("--runtime-version", default="unknown")
     p.add_argument("--provider", required=True, help="execution provider / delegate, e.g. gpu")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", type=at_least(1), default=1)
+    p.add_argument("--batch", type=at_least(1), default=1)
     p.add_argument("--cpu-model", default="unknown", help="the device's processor, for the header")
     p.add_argument("--space", required=True, help="search space name or YAML path")
-    p.add_argument("--resolution", type=int, required=True)
-    p.add_argument("--num-classes", type=int, required=True)
-    p.add_argument("--width-mult", type=float, default=1.0)
+    p.add_argument("--resolution", type=at_least(8), required=True)
+    p.add_argument("--num-classes", type=at_least(1), required=True)
+    p.add_argument("--width-mult", type=positive_float, default=1.0)
     p.add_argument("--variant", default="imagenet")
     p.set_defaults(func=cmd_import)
 

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from moga.cli_types import at_least
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -35,11 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("experiment", help="experiment YAML (its run_dir holds the trained supernet)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides; the retrain section is the recipe, e.g. retrain.epochs=2")
     p.add_argument(
-        "--models", type=int, default=None, metavar="K",
+        "--models", type=at_least(3), default=None, metavar="K",
         help="architectures to train, spread over the latency range (>= 3); with --benchmark: networks of the table to score",
     )  # fmt: skip
     p.add_argument(
-        "--seeds", type=int, default=None, metavar="S",
+        "--seeds", type=at_least(1), default=None, metavar="S",
         help="standalone trainings per model (default 1); S >= 2 averages them and reports their own seed-to-seed τ",
     )  # fmt: skip
     p.add_argument(
@@ -53,9 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --benchmark: score each network's canonical path (default) or the mean over all its equivalent codes' paths",
     )  # fmt: skip
     p.add_argument(
-        "--top-k", type=int, default=None, metavar="k", help="size of the top sets compared (default K // 3; with --benchmark N // 10)"
+        "--top-k",
+        type=at_least(1),
+        default=None,
+        metavar="k",
+        help="size of the top sets compared (default K // 3; with --benchmark N // 10)",
     )
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% intervals (default 1000)")
+    p.add_argument("--resamples", type=at_least(1), default=1000, help="bootstrap resamples for the 95%% intervals (default 1000)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_rank_corr)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from moga.cli_types import finite_float, positive_float
 from supernet.errors import UserError
 
 
@@ -23,9 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("front", help="print a Pareto front with row ids, the knee and the best model under latency budgets")
     p.add_argument("path", help="run directory or pareto.csv")
-    p.add_argument("--max-latency", type=float, default=None, help="keep rows at or under this latency (ms)")
-    p.add_argument("--min-accuracy", type=float, default=None, help="keep rows at or above this accuracy (%%)")
-    p.add_argument("--budget", type=float, action="append", help="latency budget to mark the best model under (repeatable)")
+    p.add_argument("--max-latency", type=positive_float, default=None, help="keep rows at or under this latency (ms)")
+    p.add_argument("--min-accuracy", type=finite_float, default=None, help="keep rows at or above this accuracy (%%)")
+    p.add_argument("--budget", type=positive_float, action="append", help="latency budget to mark the best model under (repeatable)")
     p.add_argument("--sort", default=None, help="column to sort by (default: latency)")
     p.add_argument("--plot", default=None, help="write an accuracy-vs-latency plot of the (filtered) front to this PNG")
     p.set_defaults(func=cmd_front)

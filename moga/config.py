@@ -7,6 +7,7 @@ whose values are parsed as YAML scalars. Unknown keys and wrong types raise ``Us
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,7 +15,13 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from supernet.config import DataConfig, RetrainConfig, Section, SpaceConfig, SupernetConfig
+from supernet.device import DEVICE_NAME
 from supernet.errors import UserError
+from supernet.readers import read_yaml, yaml_loads
+
+MAX_WEIGHT = 1e6  # objective weights are relative; bounded so that their sum (the normaliser) stays finite
+# a run name is one plain path component (runs/<name>); ``run_dir`` is the way to choose a path
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
 
 class TableConfig(Section):
@@ -37,7 +44,7 @@ class LutConfig(Section):
 
 class ObjectiveConfig(Section):
     name: str  # accuracy | latency | latency:<table> | params | macs
-    weight: float = Field(default=1.0, ge=0)
+    weight: float = Field(default=1.0, ge=0, le=MAX_WEIGHT)  # relative: only the ratios matter
     maximize: bool | None = None  # default: accuracy and params maximised, latency and macs minimised
 
 
@@ -87,6 +94,20 @@ class ExperimentConfig(Section):
     search: SearchConfig = Field(default_factory=SearchConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not PLAIN_NAME.fullmatch(v) or v in (".", ".."):
+            raise ValueError("a run name must be a plain name (letters, digits, _ . + -; no / or ..); choose a directory with run_dir")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        if not DEVICE_NAME.fullmatch(v):
+            raise ValueError(f"device {v!r} is not supported: use cpu, cuda or cuda:N")
+        return v  # whether this machine has it is checked when a command starts using it (supernet.device)
+
     @property
     def run_path(self) -> Path:
         return Path(self.run_dir or f"runs/{self.name}")
@@ -115,24 +136,37 @@ def _explain(exc: ValidationError, source: str) -> UserError:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return UserError(f"{source}: unknown config key {key!r}{hint}")
     value = err.get("input")
+    message = err["msg"].removeprefix("Value error, ")  # our own validators' messages, as written
     shown = f" (got {value!r})" if not isinstance(value, dict | list) else ""
-    return UserError(f"{source}: config key {key!r}: {err['msg']}{shown}")
+    return UserError(f"{source}: config key {key!r}: {message}{shown}")
+
+
+def _section_keys() -> set[str]:
+    """Dotted keys of the config's sections (``search``, ``lut``, ...): they take a mapping, never a value."""
+    keys = _known_keys(ExperimentConfig)
+    return {k for k in keys if any(other.startswith(k + ".") for other in keys)}
 
 
 def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set ``section.key=value`` in ``raw``; an override that cannot apply is blamed by name (never the next one)."""
     if "=" not in override:
         raise UserError(f"override {override!r} is not of the form section.key=value")
     key, text = override.split("=", 1)
     try:
-        value = yaml.safe_load(text) if text else None
+        value = yaml_loads(text) if text else None
     except yaml.YAMLError:
         value = text
-    node = raw
     parts = key.strip().split(".")
-    for part in parts[:-1]:
+    if key.strip() in _section_keys() and not isinstance(value, dict):
+        raise UserError(
+            f"override {override!r}: {key.strip()!r} is a config section, not a value (set one of its keys: {key.strip()}.<key>=...)"
+        )
+    node = raw
+    for i, part in enumerate(parts[:-1]):
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise UserError(f"override {override!r}: {part!r} is not a section")
+            where = ".".join(parts[: i + 1])
+            raise UserError(f"override {override!r}: {where!r} is not a config section (it holds {node!r})")
     node[parts[-1]] = value
 
 
@@ -141,14 +175,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     source = "defaults"
     if path is not None:
         source = str(path)
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise UserError(f"config file not found: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not text
-            raise UserError(f"cannot read config file {path}: {exc}") from None
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raw = read_yaml(path, "config file") or {}
         if not isinstance(raw, dict):
             raise UserError(f"{path}: expected a mapping of config sections at the top level")
         raw.setdefault("name", Path(path).stem)

@@ -34,7 +34,6 @@ import functools
 import hashlib
 import io
 import math
-import pickle
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from supernet.errors import UserError
+from supernet.readers import unpickle_plain
 
 EMBEDDED_PATH = Path(__file__).parent / "assets" / "cifar10-mini.tar.gz"
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -158,12 +158,12 @@ def _load_embedded(path: str) -> tuple[list[str], Tensor, Tensor, Tensor, Tensor
 def _unpickle(file: Path) -> dict[Any, Any]:
     if not file.is_file():
         raise DataError(f"CIFAR-10 file missing: {file}")
-    try:
-        # The official CIFAR-10 python release *is* a pickle; only load files you trust.
-        with open(file, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, OSError, ValueError, AttributeError) as e:
-        raise DataError(f"cannot read CIFAR-10 file {file}: {e}") from e
+    try:  # the official CIFAR-10 python release *is* a pickle: admit only the plain data it holds, never code
+        obj = unpickle_plain(file)
+    except UserError as e:
+        raise DataError(str(e)) from None
+    if not isinstance(obj, dict):
+        raise DataError(f"malformed CIFAR-10 batch {file}: expected a dict, got {type(obj).__name__}")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
@@ -180,11 +180,14 @@ def _load_cifar10(path: str) -> tuple[list[str], Tensor, Tensor, Tensor, Tensor]
         try:
             data = np.concatenate([np.asarray(b["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches])
             labels = np.concatenate([np.asarray(b["labels"], dtype=np.int64) for b in batches])
-        except (KeyError, ValueError) as e:
-            raise DataError(f"malformed CIFAR-10 batch in {root}: {e!r}") from e
+        except (KeyError, ValueError, TypeError) as e:
+            raise DataError(f"malformed CIFAR-10 batch in {root}: {e!r}") from None
         out += [torch.from_numpy(data), torch.from_numpy(labels)]
     meta = root / "batches.meta"
-    classes = [n.decode() for n in _unpickle(meta)["label_names"]] if meta.is_file() else list(CIFAR10_CLASSES)
+    try:
+        classes = [n.decode() for n in _unpickle(meta)["label_names"]] if meta.is_file() else list(CIFAR10_CLASSES)
+    except (KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
+        raise DataError(f"malformed CIFAR-10 metadata {meta}: {e!r}") from None
     return classes, *out  # type: ignore[return-value]
 
 

@@ -8,7 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from supernet.errors import UserError
+from supernet.errors import UserError, os_error_message
+from supernet.readers import DuplicateKey, no_duplicates, read_text
 
 
 def _umask() -> int:
@@ -21,10 +22,17 @@ _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's files are pr
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over ``path``."""
+    """Write to a temporary file in the same directory, fsync, then rename over ``path``.
+
+    Any failure (no permission, a read-only or full disk, a file where a directory should be) leaves ``path``
+    as it was, removes the temporary file and is a ``UserError`` naming ``path``, the operation and the reason.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise UserError(os_error_message(exc, "write", path)) from None
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
@@ -32,6 +40,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(os_error_message(exc, "write", path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -45,14 +56,16 @@ def write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """Parse ``path``; missing, unreadable, corrupt or with a key given twice: a ``UserError`` naming it."""
     path = Path(path)
+    text = read_text(path, what)
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: corrupt JSON ({exc})") from None
+        return json.loads(text, object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{what} {path}: corrupt JSON ({exc})") from None
+    except DuplicateKey as exc:
+        raise UserError(f"{what} {path}: duplicate key {exc.args[0]!r}") from None
 
 
 def differences(old: Any, new: Any, prefix: str = "") -> list[str]:

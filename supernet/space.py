@@ -21,10 +21,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from supernet.errors import UserError
+from supernet.readers import read_yaml
 
 SPACE_DIR = Path(__file__).parent / "spaces"
 ACTIVATIONS = ("relu", "relu6", "hswish", "swish", "identity")
@@ -286,11 +286,12 @@ def _load_yaml(name_or_path: str) -> _SpaceYaml:
             raise UserError(
                 f"unknown search space {name_or_path!r}: registered spaces are {', '.join(registered_spaces())}, or give a path to a space YAML file"
             )
+    raw = read_yaml(path, "space file")
+    if not isinstance(raw, dict):
+        fields = ", ".join(k for k, f in _SpaceYaml.model_fields.items() if f.is_required())
+        raise UserError(f"{path}: {'empty' if raw is None else 'not a mapping'}: a space file is a mapping with {fields}")
     try:
-        raw = yaml.safe_load(path.read_text())
         return _SpaceYaml.model_validate(raw)
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({exc})") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"])

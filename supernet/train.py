@@ -33,10 +33,8 @@ import hashlib
 import io
 import math
 import os
-import pickle
 import sys
 import time
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +49,10 @@ from supernet.arch import Arch
 from supernet.blocks import InvertedResidual
 from supernet.config import SupernetConfig
 from supernet.data import Dataset, TensorLoader
+from supernet.device import check_device
 from supernet.errors import UserError
 from supernet.io import atomic_write_bytes, atomic_write_text, differences, write_json
+from supernet.readers import torch_load_plain
 from supernet.sampler import FairnessAudit, Genes, PathSampler, make_sampler
 from supernet.space import SearchSpace, space_from_spec, space_spec
 from supernet.supernet import Supernet, align_choices
@@ -149,7 +149,7 @@ def init_distributed(device: str) -> tuple[DistContext, torch.device]:
     gloo on CPU, nccl on CUDA; with CUDA each rank takes GPU ``LOCAL_RANK``.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    dev = torch.device(device)
+    dev = check_device(device)  # a device this machine lacks: one line, before any work
     if world_size <= 1:
         return DistContext(), dev
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
@@ -204,11 +204,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"{path}: corrupt or truncated checkpoint ({reason}); delete it or restore a good copy") from None
+    state = torch_load_plain(path, map_location)
     if not isinstance(state, dict) or (expect is not None and state.get("format") != expect):
         raise UserError(f"{path}: not a moga checkpoint (expected format {expect!r})")
     return state
