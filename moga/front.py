@@ -12,21 +12,35 @@ import numpy as np
 import pandas as pd
 
 from supernet.errors import UserError
+from supernet.readers import ColumnKind, read_csv_checked
+
+# what each column of pareto.csv holds (``float``: NaN means "unknown", e.g. no ground truth for a network)
+FRONT_COLUMNS: dict[str, ColumnKind] = {
+    "id": "int",
+    "arch": "str",
+    "accuracy": "finite",
+    "params": "finite",
+    "macs": "finite",
+    "generation": "int",
+    "rank": "int",
+    "crowding": "float",
+    "feasible": "bool",
+    "true_accuracy": "float",
+    "regret": "float",
+    "latency_ms*": "finite",  # latency_ms, or latency_ms:<table> for each table
+}
 
 
 def read_front(path: str | Path) -> pd.DataFrame:
-    """``pareto.csv`` itself, or a run directory / search directory holding one."""
+    """``pareto.csv`` itself, or a run directory / search directory holding one; every row is checked (a
+    garbage row, a NaN latency, an id given twice: one ``UserError`` naming file, row and column)."""
     path = Path(path)
+    if path.is_file() and path.suffix != ".csv":
+        hint = "; it looks like an experiment config: give its run directory" if path.suffix in (".yaml", ".yml") else ""
+        raise UserError(f"{path}: not a pareto.csv (give a run directory, its search/ directory or the CSV itself){hint}")
     for candidate in (path, path / "pareto.csv", path / "search" / "pareto.csv"):
         if candidate.is_file():
-            try:
-                front = pd.read_csv(candidate)
-            except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-                raise UserError(f"{candidate}: not a readable CSV ({exc})") from None
-            missing = {"id", "arch", "accuracy"} - set(front.columns)
-            if missing:
-                raise UserError(f"{candidate}: not a moga pareto.csv (missing columns {', '.join(sorted(missing))})")
-            return front
+            return read_csv_checked(candidate, FRONT_COLUMNS, required=("id", "arch", "accuracy"), unique=("id",), what="Pareto front")
     raise UserError(f"no pareto.csv at {path} (give a run directory, its search/ directory or the CSV itself)")
 
 

@@ -2,7 +2,8 @@
 for the same config and resumed when it was interrupted.
 
 ``stages.json`` in the run directory records, per stage, the hash of the config sections it depends on,
-its status and its wall time. A finished stage whose sections changed is refused with the changed keys
+its status, its wall time and the size and SHA-256 of its outputs (``moga.stagelog``): a stage is skipped only
+while its outputs verify, otherwise it runs again from its intact files, with a one-line note. A finished stage whose sections changed is refused with the changed keys
 named (results of another config are never silently mixed or overwritten): use another ``run_dir``.
 
 The supernet stage runs only when the search reads supernet accuracy (``needs_supernet``): with
@@ -18,13 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from moga.config import ExperimentConfig, dump_config
 from moga.experiment import experiment_dataset, experiment_space, locked_on_rank0
-from moga.runio import atomic_write_text, config_hash, read_json, write_json
+from moga.runio import atomic_write_text, config_hash
+from moga.stagelog import Output, StageLog
 from supernet.errors import UserError
 from supernet.io import differences
+from supernet.readers import read_yaml
 
 # the config sections each stage's output depends on
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -48,33 +49,30 @@ def stage_hash(cfg: ExperimentConfig, stage: str) -> str:
     return config_hash({k: dump[k] for k in stage_sections(cfg, stage)})
 
 
-class StageLog:
-    """``stages.json``: status, config hash and cost of each stage."""
+def stage_outputs(cfg: ExperimentConfig, stage: str) -> list[Output]:
+    """The files ``stage`` leaves in the run directory, verified before the stage is skipped (``moga.stagelog``)."""
+    if stage == "lut":
+        return [Output(f"lut/{name}.json", accept=lambda path, name=name: _table_fits(cfg, name, path)) for name in cfg.lut.tables]
+    if stage == "supernet":
+        return [Output("supernet/supernet.pt"), Output("supernet/last.pt", required=False)]
+    return [Output(f"search/{name}") for name in ("state.json", "history.csv", "pareto.csv")]
 
-    def __init__(self, run_dir: Path, writer: bool = True):
-        self.path, self.writer = run_dir / "stages.json", writer
-        self.stages: dict[str, dict[str, Any]] = read_json(self.path) if self.path.exists() else {}
 
-    def done(self, stage: str, digest: str) -> bool:
-        entry = self.stages.get(stage, {})
-        return entry.get("status") == "done" and entry.get("hash") == digest
+def _table_fits(cfg: ExperimentConfig, name: str, path: Path) -> bool:
+    """A table changed since the stage wrote it is still its output if it loads and fits (``lut validate``
+    stores a calibration in place)."""
+    from lut.build import lut_space
+    from lut.table import LatencyTable
 
-    def run(self, stage: str, digest: str, fn: Callable[[], dict[str, Any] | None]) -> None:
-        if self.done(stage, digest):
-            print(f"[{stage}] done earlier with this config, skipped")
-            return
-        resumed = self.stages.get(stage, {}).get("status") == "running"
-        print(f"[{stage}] {'resuming' if resumed else 'starting'}")
-        previous = self.stages.get(stage, {}).get("wall_s", 0.0) if resumed else 0.0
-        self._set(stage, {"hash": digest, "status": "running", "wall_s": previous})
-        start = time.perf_counter()
-        extra = fn() or {}
-        self._set(stage, {"hash": digest, "status": "done", "wall_s": round(previous + time.perf_counter() - start, 1), **extra})
+    try:
+        LatencyTable.load(path).check_space(lut_space(cfg), batch=cfg.lut.tables[name].batch)
+    except UserError:
+        return False
+    return True
 
-    def _set(self, stage: str, entry: dict[str, Any]) -> None:
-        self.stages[stage] = entry
-        if self.writer:
-            write_json(self.path, self.stages)
+
+def run_stage(log: StageLog, cfg: ExperimentConfig, stage: str, fn: Callable[[], dict[str, Any] | None]) -> None:
+    log.run(stage, stage_hash(cfg, stage), fn, stage_outputs(cfg, stage))
 
 
 def check_run_dir(cfg: ExperimentConfig, log: StageLog) -> None:
@@ -82,7 +80,7 @@ def check_run_dir(cfg: ExperimentConfig, log: StageLog) -> None:
     saved = cfg.run_path / "config.yaml"
     if not saved.exists():
         return
-    old = yaml.safe_load(saved.read_text()) or {}
+    old = read_yaml(saved, "run config") or {}
     new = cfg.model_dump(mode="json")
     for stage in STAGE_SECTIONS:
         sections = stage_sections(cfg, stage)
@@ -244,15 +242,15 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> Path:
             atomic_write_text(run / "config.yaml", dump_config(cfg))
         main_progress = progress and ctx.is_main
         if ctx.is_main:  # measuring latency in parallel on one machine would corrupt the timings
-            log.run("lut", stage_hash(cfg, "lut"), lambda: lut_stage(cfg, main_progress))
+            run_stage(log, cfg, "lut", lambda: lut_stage(cfg, main_progress))
         _barrier(ctx)
-        if not log.done("search", stage_hash(cfg, "search")):
+        if not log.done("search", stage_hash(cfg, "search"), stage_outputs(cfg, "search")):
             check_search_setup(cfg)
         if needs_supernet(cfg):
-            log.run("supernet", stage_hash(cfg, "supernet"), lambda: supernet_stage(cfg, ctx, device, main_progress))
+            run_stage(log, cfg, "supernet", lambda: supernet_stage(cfg, ctx, device, main_progress))
         elif ctx.is_main:
             print(f"[supernet] not needed, skipped: {supernet_skip_reason(cfg)}")
-        log.run("search", stage_hash(cfg, "search"), lambda: search_stage(cfg, True, main_progress, ctx.is_main))
+        run_stage(log, cfg, "search", lambda: search_stage(cfg, True, main_progress, ctx.is_main))
         if ctx.is_main:
             report = build_report(run)
             print(f"[report] {report}")

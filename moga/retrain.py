@@ -33,9 +33,11 @@ from moga.config import ExperimentConfig, dump_config
 from moga.experiment import experiment_dataset, experiment_space, locked_on_rank0
 from moga.front import read_front
 from moga.runio import atomic_write_text, config_hash, read_json, write_json
+from moga.stagelog import changed, file_record
 from supernet.arch import Arch
 from supernet.errors import UserError
 from supernet.model import count, resolve_arch
+from supernet.readers import ColumnKind, read_csv_checked
 from supernet.zoo import zoo_entry
 
 if TYPE_CHECKING:
@@ -102,7 +104,7 @@ def known_supernet_acc(cfg: ExperimentConfig, arch: Arch) -> float | None:
     for path in (front_path(cfg), front_path(cfg).with_name("history.csv")):
         if not path.is_file():
             continue
-        table = pd.read_csv(path, usecols=lambda c: c in ("arch", "accuracy"))
+        table = read_csv_checked(path, {"arch": "str", "accuracy": "float"}, required=(), what="search results")
         if {"arch", "accuracy"} <= set(table.columns):
             hit = table.loc[table["arch"] == str(arch), "accuracy"]
             if not hit.empty:
@@ -262,12 +264,33 @@ def _exclusive(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+SUMMARY_COLUMNS: dict[str, ColumnKind] = {
+    "arch_id": "str",
+    "source": "str",
+    "test_acc": "finite",
+    "supernet_acc": "float",
+    "params": "finite",
+    "macs": "finite",
+    "latency_ms:*": "finite",
+    "measured_latency_ms": "finite",
+    "config_hash": "str",
+    "arch": "str",
+}
+
+
+def read_summary(path: Path) -> pd.DataFrame:
+    """``summary.csv``, every row checked (one ``UserError`` naming file, row and column)."""
+    return read_csv_checked(
+        path, SUMMARY_COLUMNS, required=("arch_id", "arch"), unique=("arch_id",), what="retrain summary", dtype={"arch_id": str}
+    )
+
+
 def update_summary(path: Path, result: dict[str, Any]) -> pd.DataFrame:
     """Replace (or append) this model's row of ``summary.csv``; the file is rewritten atomically."""
     with _exclusive(path.with_name(".summary.lock")):
         table = pd.DataFrame([summary_row(result)])
         if path.is_file():
-            rows = pd.read_csv(path, dtype={"arch_id": str})
+            rows = read_summary(path)
             table = pd.concat([rows[rows["arch_id"] != result["arch_id"]], table], ignore_index=True)
         latency = sorted(c for c in table.columns if c.startswith("latency_ms:"))
         ordered = SUMMARY_FIRST + latency + SUMMARY_LAST
@@ -300,12 +323,20 @@ def retrain(
     with locked_on_rank0(out, ctx):
         digest = config_hash(cfg.section_dump(*RESULT_SECTIONS))
         previous = out / "result.json"
-        if (out / "model.pt").exists() and previous.exists() and read_json(previous).get("config_hash") == digest:
-            result = read_json(previous)
-            if ctx.is_main:
-                update_summary(out.parent / "summary.csv", result)
-            return {**result, "status": "already retrained"}
+        result = read_result(previous) if previous.exists() else None
+        if result is not None and result.get("config_hash") == digest:
+            problem = model_problem(out / "model.pt", result)
+            if problem is None:
+                if ctx.is_main:
+                    update_summary(out.parent / "summary.csv", result)
+                return {**result, "status": "already retrained"}
+            if ctx.is_main:  # the recorded model is gone or replaced: train again, resuming from last.pt
+                print(f"retrain {arch_id(pick.arch)}: {problem}; training it again from its last checkpoint")
+                (out / "model.pt").unlink(missing_ok=True)
+            resume = True
         predicted_latency(cfg, pick.arch)  # a table that does not fit the space fails now, not after training
+        if (out.parent / "summary.csv").is_file():  # and so does a damaged summary the result is to be added to
+            read_summary(out.parent / "summary.csv")
         start = time.perf_counter()
         trained = train_standalone(
             pick.arch,
@@ -323,12 +354,32 @@ def retrain(
         )
         if not ctx.is_main:
             return trained
-        result = describe(cfg, pick, out, trained, progress)
+        result = describe(cfg, pick, out, trained, progress) | {"model_file": file_record(out / "model.pt")}
         result["wall_s"] = round(time.perf_counter() - start, 1)  # this invocation: training left + export + measuring
         write_json(previous, result)
         atomic_write_text(out / "config.yaml", dump_config(cfg))
         update_summary(out.parent / "summary.csv", result)
     return result
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    """A retrain's ``result.json``, checked to be one (an object with the keys a summary row needs)."""
+    result = read_json(path, "retrain result")
+    needed = ["arch_id", "arch", "source", "test_acc", "latency_ms", "config_hash"]
+    if not isinstance(result, dict) or any(k not in result for k in needed):
+        missing = [k for k in needed if not isinstance(result, dict) or k not in result]
+        raise UserError(f"retrain result {path}: not a moga result.json (missing {', '.join(missing)}); delete it to retrain")
+    return result
+
+
+def model_problem(model: Path, result: dict[str, Any]) -> str | None:
+    """Why ``model.pt`` is not the model ``result.json`` describes (missing, or other bytes), or None."""
+    if not model.is_file():
+        return f"{model} is missing"
+    recorded = result.get("model_file")  # results written before moga recorded it: the file is trusted
+    if isinstance(recorded, dict) and changed(model, recorded):
+        return f"{model} is not the model its result.json describes ({model.stat().st_size} bytes, recorded {recorded.get('bytes')})"
+    return None
 
 
 def _init_supernet(cfg: ExperimentConfig, device: str | torch.device) -> Any:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from supernet.errors import UserError
+from supernet.errors import UserError, os_error_message
 from supernet.io import atomic_write_bytes, atomic_write_text, read_json, write_json
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "config_hash", "read_json", "run_lock", "write_json"]
@@ -34,18 +34,44 @@ def _sweep_unfinished_writes(run_dir: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, innermost first."""
+    out = []
+    while not path.exists() and path != path.parent:
+        out.append(path)
+        path = path.parent
+    return out
+
+
+def _remove_if_unused(created: list[Path]) -> None:
+    """Remove the directories a command created if it left nothing in them but its lock file (a command that
+    failed before doing anything leaves no empty ``runs/<name>/`` behind)."""
+    for directory in created:
+        lock = directory / ".lock"
+        if not directory.is_dir() or any(p != lock for p in directory.iterdir()):
+            return
+        lock.unlink(missing_ok=True)
+        directory.rmdir()
+
+
 @contextmanager
 def run_lock(run_dir: str | Path) -> Iterator[None]:
     """Hold ``run_dir/.lock`` for the duration; a second process gets a clear error.
 
     An OS-level ``flock`` is released by the kernel when a process dies, so a killed run never
     leaves a stale lock behind; the temporary files of its unfinished atomic writes are removed here.
+    Directories created for the lock that are still empty at the end are removed again.
     """
     import fcntl
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(run_dir / ".lock", "a+")  # noqa: SIM115 - held open for the lock's lifetime
+    created = _missing_dirs(run_dir.absolute())
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(run_dir / ".lock", "a+")  # noqa: SIM115 - held open for the lock's lifetime
+    except OSError as exc:
+        _remove_if_unused(created)
+        raise UserError(os_error_message(exc, "lock run directory", run_dir)) from None
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -59,5 +85,6 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
         _sweep_unfinished_writes(run_dir)
         yield
     finally:
+        _remove_if_unused(created)  # still holding the lock: no other process can be using the directory
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -71,6 +71,37 @@ class SearchResult:
     history: pd.DataFrame
     pareto: pd.DataFrame
     generations: pd.DataFrame
+
+
+def check_state(state: Any, path: Path, space: SearchSpace) -> None:
+    """A ``UserError`` naming ``path`` and the part that is wrong unless ``state`` has the shape ``Search``
+    writes: a config hash, a count of completed generations, their rows, and one record of numbers per
+    architecture of ``space`` (every record with the same metrics)."""
+
+    def bad(problem: str) -> UserError:
+        return UserError(f"search state {path}: {problem}; delete it to search afresh")
+
+    if not isinstance(state, dict):
+        raise bad(f"expected an object, got {type(state).__name__}")
+    kinds = {"config_hash": str, "completed": int, "generations": list, "records": dict}
+    for key, kind in kinds.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise bad(f"{key!r} should be a {kind.__name__}, got {state.get(key)!r:.60}")
+    if state["completed"] < 0 or len(state["generations"]) != state["completed"]:
+        raise bad(f"'completed' is {state['completed']} but {len(state['generations'])} generation rows are recorded")
+    if not all(isinstance(g, dict) for g in state["generations"]):
+        raise bad("'generations' should hold one object per generation")
+    metrics = None
+    for arch, record in state["records"].items():
+        if not isinstance(record, dict) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in record.values()):
+            raise bad(f"record {arch!r} should map metric names to numbers, got {record!r:.60}")
+        if metrics is not None and set(record) != metrics:
+            raise bad(f"record {arch!r} has metrics {sorted(record)}, the others {sorted(metrics)}")
+        metrics = set(record)
+        try:
+            Arch.parse(space, arch)
+        except UserError as exc:
+            raise bad(f"record {exc}") from None
 
 
 class EvaluationRecord:
@@ -215,7 +246,8 @@ class Search:
     def _load_state(self, resume: bool) -> dict:
         if not self.state_path.exists():
             return {"records": {}, "completed": 0}
-        state = read_json(self.state_path)
+        state = read_json(self.state_path, "search state")
+        check_state(state, self.state_path, self.space)
         if state.get("config_hash") != self.config_hash:
             raise UserError(f"{self.state_path} belongs to a search with a different config; use another run_dir or remove {self.out_dir}")
         if not resume and state.get("completed", 0) < self.cfg.generations:

@@ -161,8 +161,8 @@ def read_csv_checked(
 ) -> Any:
     """A ``pandas.DataFrame`` of ``path`` whose columns of ``columns`` hold what their kind says: ``int``
     (whole numbers), ``finite`` (numbers, no NaN/inf), ``float`` (numbers, NaN allowed as "unknown"),
-    ``str`` (non-empty), ``bool``; ``required`` columns (default: all of ``columns``) must be present and
-    ``unique`` columns hold no value twice. The first problem is a ``UserError`` naming file, row and column
+    ``str`` (non-empty), ``bool``; a name ending in ``*`` covers every column it begins. ``required``
+    columns (default: all of ``columns``) must be present and ``unique`` columns hold no value twice. The first problem is a ``UserError`` naming file, row and column
     (rows counted as in the file: the header is row 1)."""
     import numpy as np
     import pandas as pd
@@ -174,6 +174,10 @@ def read_csv_checked(
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: not a readable CSV ({first})") from None
+    columns = {
+        **{c: kind for c, kind in columns.items() if not c.endswith("*")},
+        **{c: kind for pattern, kind in columns.items() if pattern.endswith("*") for c in frame.columns if c.startswith(pattern[:-1])},
+    }
     missing = [c for c in (columns if required is None else required) if c not in frame.columns]
     if missing:
         raise UserError(f"{path}: not a moga {path.name} (missing columns {', '.join(missing)})")
