@@ -63,7 +63,12 @@ def cmd_search(args: argparse.Namespace) -> None:
         new = not (cfg.run_path / "search" / "state.json").exists()
         if ctx.is_main and new:
             atomic_write_text(cfg.run_path / "search" / "config.yaml", dump_config(cfg))
-        info = search_stage(cfg, args.resume, not args.no_progress and ctx.is_main, ctx.is_main)
+        try:
+            info = search_stage(cfg, args.resume, not args.no_progress and ctx.is_main, ctx.is_main)
+        except BaseException:
+            if ctx.is_main and new and not (cfg.run_path / "search" / "state.json").exists():
+                (cfg.run_path / "search" / "config.yaml").unlink(missing_ok=True)  # refused before it began: leave nothing
+            raise
         if ctx.is_main and not new:
             atomic_write_text(cfg.run_path / "search" / "config.yaml", dump_config(cfg))
     if ctx.is_main:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -43,9 +44,25 @@ def _missing_dirs(path: Path) -> list[Path]:
     return out
 
 
-def _remove_if_unused(created: list[Path]) -> None:
-    """Remove the directories a command created if it left nothing in them but its lock file (a command that
-    failed before doing anything leaves no empty ``runs/<name>/`` behind)."""
+def _subdirs(run_dir: Path) -> list[Path]:
+    """The directories of a run (two levels: ``search/``, ``retrain/<arch-id>/``); a ``run_dir`` pointed at a
+    big tree is not walked."""
+    return [d for pattern in ("*", "*/*") for d in run_dir.glob(pattern) if d.is_dir()]
+
+
+def _remove_unused(run_dir: Path, created: list[Path], existing: set[Path]) -> None:
+    """Remove the directories this command created and left empty: those inside ``run_dir`` that did not exist
+    when it took the lock, and ``run_dir`` itself (with the parents made for it) if it holds only the lock
+    file. A command that failed before doing anything leaves no empty ``runs/<name>/`` behind. Best effort: a
+    directory that cannot be removed is left."""
+    with contextlib.suppress(OSError):
+        _remove_empty(run_dir, created, existing)
+
+
+def _remove_empty(run_dir: Path, created: list[Path], existing: set[Path]) -> None:
+    for directory in sorted(set(_subdirs(run_dir)) - existing, key=lambda d: -len(d.parts)):
+        if not any(directory.iterdir()):
+            directory.rmdir()
     for directory in created:
         lock = directory / ".lock"
         if not directory.is_dir() or any(p != lock for p in directory.iterdir()):
@@ -70,13 +87,14 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
         run_dir.mkdir(parents=True, exist_ok=True)
         fh = open(run_dir / ".lock", "a+")  # noqa: SIM115 - held open for the lock's lifetime
     except OSError as exc:
-        _remove_if_unused(created)
+        _remove_unused(run_dir, created, set(_subdirs(run_dir)) if run_dir.is_dir() else set())
         raise UserError(os_error_message(exc, "lock run directory", run_dir)) from None
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.close()
         raise UserError(f"{run_dir} is in use by another moga process (lock file {run_dir / '.lock'})") from None
+    existing = set(_subdirs(run_dir))
     try:
         fh.seek(0)
         fh.truncate()
@@ -85,6 +103,6 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
         _sweep_unfinished_writes(run_dir)
         yield
     finally:
-        _remove_if_unused(created)  # still holding the lock: no other process can be using the directory
+        _remove_unused(run_dir, created, existing)  # still holding the lock: no other process can be using it
         fcntl.flock(fh, fcntl.LOCK_UN)
         fh.close()

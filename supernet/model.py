@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
+
 import numpy as np
 import torch
 from torch import nn
 
 from supernet.arch import Arch
 from supernet.blocks import build_block, build_layer, init_weights
+from supernet.errors import UserError
 from supernet.space import BlockShape, SearchSpace, get_space
-from supernet.zoo import zoo_entry, zoo_name
+from supernet.zoo import ZOO, zoo_entry, zoo_name
 
 
 class MobileNet(nn.Module):
@@ -40,14 +43,20 @@ def resolve_arch(arch: str | Arch, space: str | SearchSpace = "moga", **space_kw
         space_name, arch = zoo_entry(arch)
         if isinstance(space, SearchSpace):
             if space.name != space_name:
-                from supernet.errors import UserError
-
                 raise UserError(f"zoo model belongs to space {space_name!r}, not {space.name!r}")
         else:
             space = space_name
     if not isinstance(space, SearchSpace):
         space = get_space(space, **space_kwargs)  # type: ignore[arg-type]
-    return Arch.parse(space, arch)
+    try:
+        return Arch.parse(space, arch)
+    except UserError:
+        tokens = {c.token for layer in space.layers for c in layer.choices}
+        if "-" in arch or arch.isdigit() or arch.strip() in tokens:  # meant as an architecture string: its error says why
+            raise
+        close = difflib.get_close_matches(arch.lower().replace("-", "_"), ZOO, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(ZOO)})"
+        raise UserError(f"unknown zoo model {arch!r}{hint}, and not an architecture string of space {space.name!r} either") from None
 
 
 def build_model(
