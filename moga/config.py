@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from supernet.config import DataConfig, RetrainConfig, Section, SpaceConfig, SupernetConfig
 from supernet.device import DEVICE_NAME
 from supernet.errors import UserError
-from supernet.readers import read_yaml, yaml_loads
+from supernet.readers import DuplicateKeyError, read_yaml, yaml_loads
 
 MAX_WEIGHT = 1e6  # objective weights are relative; bounded so that their sum (the normaliser) stays finite
 # a run name is one plain path component (runs/<name>); ``run_dir`` is the way to choose a path
@@ -154,7 +154,9 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     key, text = override.split("=", 1)
     try:
         value = yaml_loads(text) if text else None
-    except yaml.YAMLError:
+    except DuplicateKeyError as exc:
+        raise UserError(f"override {override!r}: {exc}") from None
+    except yaml.YAMLError:  # not YAML: the text itself (the config's types decide whether it fits)
         value = text
     parts = key.strip().split(".")
     if key.strip() in _section_keys() and not isinstance(value, dict):

@@ -229,6 +229,7 @@ def check_search_setup(cfg: ExperimentConfig) -> None:
 
 
 def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> Path:
+    from lut.build import lut_space
     from moga.report import build_report
     from supernet.train import init_distributed
 
@@ -237,6 +238,7 @@ def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> Path:
     with locked_on_rank0(run, ctx):
         log = StageLog(run, writer=ctx.is_main)
         check_run_dir(cfg, log)
+        experiment_space(cfg), lut_space(cfg)  # the spaces (trained, timed) resolve before anything is written
         check_accuracy_source(cfg)  # before measuring latency for a search that cannot run
         if ctx.is_main:
             atomic_write_text(run / "config.yaml", dump_config(cfg))

@@ -83,10 +83,15 @@ def check_state(state: Any, path: Path, space: SearchSpace) -> None:
 
     if not isinstance(state, dict):
         raise bad(f"expected an object, got {type(state).__name__}")
-    kinds = {"config_hash": str, "completed": int, "generations": list, "records": dict}
-    for key, kind in kinds.items():
+    kinds = {
+        "config_hash": (str, "a string"),
+        "completed": (int, "a whole number"),
+        "generations": (list, "a list"),
+        "records": (dict, "an object"),
+    }
+    for key, (kind, named) in kinds.items():
         if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
-            raise bad(f"{key!r} should be a {kind.__name__}, got {state.get(key)!r:.60}")
+            raise bad(f"{key!r} should be {named}, got {state.get(key)!r:.60}")
     if state["completed"] < 0 or len(state["generations"]) != state["completed"]:
         raise bad(f"'completed' is {state['completed']} but {len(state['generations'])} generation rows are recorded")
     if not all(isinstance(g, dict) for g in state["generations"]):

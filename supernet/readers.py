@@ -214,7 +214,8 @@ def read_csv_checked(
             repeated = frame[column].duplicated()
             if repeated.any():
                 i = int(np.flatnonzero(repeated.to_numpy())[0])
-                raise bad(i, column, f"{frame[column].iloc[i]!r} appears twice")
+                value = frame[column].iloc[i]
+                raise bad(i, column, f"{value.item() if isinstance(value, np.generic) else value!r} appears twice")
     return frame
 
 

@@ -25,12 +25,9 @@ from supernet import ZOO, get_space
 from tests.tiny_experiment import file_hashes, make_image_folder, write_experiment
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("badinput")
-    run = root / "finished"
-    assert main(["run", str(write_experiment(root, run, "finished.yaml")), "--no-progress"]) == 0
-    return root, run
+@pytest.fixture
+def finished(finished_tiny: tuple[Path, Path]) -> tuple[Path, Path]:
+    return finished_tiny
 
 
 @dataclass
