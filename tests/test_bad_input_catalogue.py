@@ -19,6 +19,7 @@ directory. Every case runs on its own copy of one finished tiny run built once p
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import pickle
@@ -519,3 +520,102 @@ def test_bad_input_is_one_line_and_changes_nothing(name: str, ctx: Ctx, capsys: 
     assert after[0] == before[0], (
         f"files changed: {sorted(k for k in after[0].keys() | before[0].keys() if after[0].get(k) != before[0].get(k))}"
     )
+
+
+# ----------------------------------------------------------------------------- 2. verified, not trusted
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def result_of(path: Path) -> object:
+    """What must come back: the bytes' hash; for a latency table its entries (its header dates the measurement),
+    for a checkpoint its weights bitwise (it also holds the config text, which names the run directory)."""
+    if path.parent.name == "lut":
+        return json.loads(path.read_text())["entries"]
+    if path.suffix == ".pt":
+        state = torch.load(path, weights_only=True)
+        return {k: hashlib.sha256(v.numpy().tobytes()).hexdigest() for k, v in state["model"].items()}
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# damage -> (the stage whose note names the file, the file named, the files that must come back byte-identical)
+RECOVERIES: dict[str, tuple[Callable[[Path], None], str, str, tuple[str, ...]]] = {
+    "pareto.csv deleted": (lambda r: (r / "search/pareto.csv").unlink(), "search", "search/pareto.csv", ("search/pareto.csv",)),
+    "pareto.csv edited": (lambda r: append_line(r / "search/pareto.csv", "x,y"), "search", "search/pareto.csv", ("search/pareto.csv",)),
+    "history.csv truncated": (lambda r: truncate(r / "search/history.csv"), "search", "search/history.csv", ("search/history.csv",)),
+    "state.json truncated": (lambda r: truncate(r / "search/state.json"), "search", "search/state.json", ("search/pareto.csv",)),
+    "cpu.json truncated": (lambda r: truncate(r / "lut/cpu.json"), "lut", "lut/cpu.json", ("lut/cpu.json",)),
+    "supernet.pt truncated": (
+        lambda r: truncate(r / "supernet/supernet.pt"),
+        "supernet",
+        "supernet/supernet.pt",
+        ("supernet/supernet.pt",),
+    ),
+    "supernet.pt deleted": (lambda r: (r / "supernet/supernet.pt").unlink(), "supernet", "supernet/supernet.pt", ("supernet/supernet.pt",)),
+    "supernet.pt deleted, last.pt truncated": (
+        lambda r: ((r / "supernet/supernet.pt").unlink(), truncate(r / "supernet/last.pt")),
+        "supernet",
+        "supernet/supernet.pt",
+        ("supernet/supernet.pt", "supernet/last.pt"),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(RECOVERIES))
+def test_damaged_stage_output_is_redone_not_trusted(name: str, ctx: Ctx, capsys: pytest.CaptureFixture):
+    damage, stage, named, restored = RECOVERIES[name]
+    original = {f: result_of(ctx.run / f) for f in restored}
+    damage(ctx.run)
+    capsys.readouterr()
+    assert main(["run", ctx.exp, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    notes = [line for line in out.splitlines() if "recorded as done, but" in line]
+    assert len(notes) == 1 and notes[0].startswith(f"[{stage}]") and named in notes[0], out
+    assert "Pareto front:" in out  # the front is printed again
+    assert {f: result_of(ctx.run / f) for f in restored} == original
+    assert main(["run", ctx.exp, "--no-progress"]) == 0  # and it verifies now
+    assert capsys.readouterr().out.count("done earlier with this config, skipped") == 3
+
+
+def test_damaged_stage_record_is_rebuilt(ctx: Ctx, capsys: pytest.CaptureFixture):
+    original = {f: result_of(ctx.run / f) for f in ("lut/cpu.json", "supernet/supernet.pt", "search/pareto.csv")}
+    truncate(ctx.run / "stages.json")
+    assert main(["run", ctx.exp, "--no-progress"]) == 0
+    assert "stages.json" in capsys.readouterr().out
+    names = ("lut/cpu.json", "supernet/supernet.pt", "search/pareto.csv")
+    assert [f for f in names if result_of(ctx.run / f) != original[f]] == []
+
+
+@pytest.fixture(scope="module")
+def retrained(finished_tiny: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root, run = finished_tiny
+    copy = tmp_path_factory.mktemp("retrained") / "run"
+    shutil.copytree(run, copy)
+    assert main(["retrain", str(write_experiment(root, copy, copy.parent / "exp.yaml")), "--pick", "0", "--no-progress"]) == 0
+    return root, copy
+
+
+@pytest.mark.parametrize("damage", ["truncated", "deleted", "another model"])
+def test_retrained_model_that_no_longer_matches_its_result_is_trained_again(damage: str, retrained: tuple[Path, Path], tmp_path: Path, capsys):
+    root, done = retrained
+    run = tmp_path / "run"
+    shutil.copytree(done, run)
+    exp = str(write_experiment(root, run, tmp_path / "exp.yaml"))
+    model = next(run.glob("retrain/*/model.pt"))
+    original = result_of(model)
+    if damage == "truncated":
+        truncate(model)
+    elif damage == "deleted":
+        model.unlink()
+    else:  # a valid checkpoint, but not the one result.json describes
+        state = torch.load(model, weights_only=True)
+        next(iter(state["model"].values())).add_(1.0)
+        torch.save(state, model)
+    capsys.readouterr()
+    assert main(["retrain", exp, "--pick", "0", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "model.pt" in out and "training it again" in out, out
+    assert result_of(model) == original
+    assert main(["retrain", exp, "--pick", "0", "--no-progress"]) == 0
+    assert "training it again" not in capsys.readouterr().out
