@@ -177,11 +177,16 @@ def validate_measured(table: LatencyTable, space: SearchSpace, path: str | Path,
             rows = list(csv.DictReader(f))
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"{path}: not a readable CSV ({exc})") from None
     if not rows or "arch" not in rows[0] or "measured_ms" not in rows[0]:
         raise UserError(f"{path}: expected columns arch, measured_ms[, measured2_ms] and at least one row")
     archs, m1, m2 = [], [], []
     for line, row in enumerate(rows, start=2):
-        archs.append(Arch.parse(space, row["arch"]))
+        try:
+            archs.append(Arch.parse(space, row.get("arch") or ""))
+        except UserError as exc:
+            raise UserError(f"{path}:{line}: {exc}") from None
         for col, out in (("measured_ms", m1), ("measured2_ms", m2)):
             text = (row.get(col) or "").strip()
             if col == "measured2_ms" and not text:

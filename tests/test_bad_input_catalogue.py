@@ -311,6 +311,26 @@ CASES: dict[str, Case] = {
     "retrain on a read-only disk": case(
         lambda c: ["retrain", c.exp, "--pick", "0", "--no-progress"], "cannot", "Read-only", patch=read_only
     ),
+    "run on a read-only disk": case(lambda c: ["run", c.exp, "--no-progress"], "cannot write", "Read-only", patch=read_only),
+    "search on a full disk": case(
+        then(lambda c: shutil.rmtree(c.run / "search"), lambda c: ["search", c.exp, "--no-progress"]),
+        "cannot write",
+        "No space left",
+        patch=no_space_left,
+    ),
+    "measured timings of binary garbage": case(
+        lambda c: ["lut", "validate", str(c.run / "lut" / "cpu.json"), "--measured", str(c.run / "supernet" / "supernet.pt")],
+        "supernet.pt",
+        "not a readable CSV",
+    ),
+    "measured timings with a bad arch": case(
+        then(
+            lambda c: (c.tmp / "nets.csv").write_text("arch,measured_ms\nk3e2-k3e2-k3e2,1.0\nk9e9,2.0\n"),
+            lambda c: ["lut", "validate", str(c.run / "lut" / "cpu.json"), "--measured", str(c.tmp / "nets.csv")],
+        ),
+        "nets.csv:3",
+        "k9e9",
+    ),
     # ------------------------------------------------------------ 4. devices, and what a refused file is called
     "device tpu": case(lambda c: ["run", c.exp, "device=tpu", "--no-progress"], "'device'", "tpu", "not supported"),
     "device cuda:x": case(lambda c: ["search", c.exp, "device=cuda:x", "--no-progress"], "cuda:x"),
@@ -597,7 +617,9 @@ def retrained(finished_tiny: tuple[Path, Path], tmp_path_factory: pytest.TempPat
 
 
 @pytest.mark.parametrize("damage", ["truncated", "deleted", "another model"])
-def test_retrained_model_that_no_longer_matches_its_result_is_trained_again(damage: str, retrained: tuple[Path, Path], tmp_path: Path, capsys):
+def test_retrained_model_that_no_longer_matches_its_result_is_trained_again(
+    damage: str, retrained: tuple[Path, Path], tmp_path: Path, capsys
+):
     root, done = retrained
     run = tmp_path / "run"
     shutil.copytree(done, run)

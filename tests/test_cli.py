@@ -41,7 +41,7 @@ def test_arch_sample_is_seeded(capsys):
     ("args", "needle"),
     [
         (["arch", "show", "k3e6-k3e6"], "has 2 tokens"),
-        (["arch", "show", "moga_z"], "has 1 tokens"),
+        (["arch", "show", "moga_z"], "unknown zoo model 'moga_z' (did you mean 'moga_c'?)"),
         (["arch", "show", "moga_a", "--space", "fairnas"], "belongs to space 'moga'"),
         (["arch", "show", "moga_a", "--space", "nospace"], "unknown search space"),
     ],
