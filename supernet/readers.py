@@ -235,13 +235,16 @@ def torch_load_plain(path: str | Path, map_location: Any = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" not in str(exc):
-            raise UserError(f"{path}: corrupt or truncated checkpoint ({_first_line(exc)}); delete it or restore a good copy") from None
         named = re.search(r"GLOBAL (\S+)", str(exc))
-        raise UserError(
-            f"{path}: refused to load: it holds code ({named.group(1) if named else 'a Python object'}), not only weights; "
-            "moga loads checkpoints of plain tensors and values only, so this file was not written by moga or was altered"
-        ) from None
+        if named:  # the pickle calls or builds something beyond tensors and plain values
+            raise UserError(
+                f"{path}: refused to load: it holds code ({named.group(1)}), not only weights; moga loads checkpoints of "
+                "plain tensors and values only, so this file was not written by moga or was altered"
+            ) from None
+        # never torch's advice to retry with weights_only=False: only the reason itself
+        reasons = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and "weights_only" not in ln and "file an issue" not in ln]
+        reason = reasons[-1] if reasons else type(exc).__name__
+        raise UserError(f"{path}: corrupt or truncated checkpoint ({reason}); delete it or restore a good copy") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path}: corrupt or truncated checkpoint ({_first_line(exc)}); delete it or restore a good copy") from None
 

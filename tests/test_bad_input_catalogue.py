@@ -255,6 +255,12 @@ CASES: dict[str, Case] = {
         "holds code",
         forbidden=CORRUPT,
     ),
+    "supernet.pt of garbage": case(
+        then(lambda c: (c.run / "supernet/supernet.pt").write_bytes(b"not a checkpoint"), lambda c: ["search", c.exp, "--no-progress"]),
+        "supernet.pt",
+        "corrupt or truncated",
+        forbidden=("weights_only", "holds code"),
+    ),
     "config with a python tag": case(
         lambda c: ["run", c.variant("name: !!python/object/apply:os.system ['touch x']\n"), "--no-progress"],
         "variant.yaml",

@@ -186,7 +186,7 @@ def test_rank_corr_end_to_end_and_resumable(tiny_run, capsys):
 def test_rank_corr_user_errors(tiny_run, capsys, tmp_path):
     exp, _ = tiny_run
     assert main(["rank-corr", str(exp), "--models", "2"]) == 2
-    assert "at least 3" in capsys.readouterr().err
+    assert ">= 3" in capsys.readouterr().err
     assert main(["rank-corr", str(exp), "--models", "3", "--top-k", "4"]) == 2
     assert "--top-k" in capsys.readouterr().err
     assert main(["rank-corr", str(exp), "--models", "3", f"run_dir={tmp_path / 'empty'}"]) == 2
