@@ -78,9 +78,11 @@ def run_stage(log: StageLog, cfg: ExperimentConfig, stage: str, fn: Callable[[],
 def check_run_dir(cfg: ExperimentConfig, log: StageLog) -> None:
     """Refuse to reuse a run directory whose recorded stages were made with other settings."""
     saved = cfg.run_path / "config.yaml"
-    if not saved.exists():
-        return
-    old = read_yaml(saved, "run config") or {}
+    try:  # only to name what changed: a missing or damaged copy (rewritten below) names less, never blocks the run
+        old = read_yaml(saved, "run config") or {} if saved.exists() else {}
+    except UserError:
+        old = {}
+    old = old if isinstance(old, dict) else {}
     new = cfg.model_dump(mode="json")
     for stage in STAGE_SECTIONS:
         sections = stage_sections(cfg, stage)

@@ -323,7 +323,14 @@ def retrain(
     with locked_on_rank0(out, ctx):
         digest = config_hash(cfg.section_dump(*RESULT_SECTIONS))
         previous = out / "result.json"
-        result = read_result(previous) if previous.exists() else None
+        result = None
+        if previous.exists():
+            try:
+                result = read_result(previous)
+            except UserError as exc:  # not what retrain wrote: describe the model again (from model.pt or last.pt)
+                if ctx.is_main:
+                    print(f"retrain {arch_id(pick.arch)}: {exc}; it is written again")
+                    previous.unlink()
         if result is not None and result.get("config_hash") == digest:
             problem = model_problem(out / "model.pt", result)
             if problem is None:
@@ -368,7 +375,7 @@ def read_result(path: Path) -> dict[str, Any]:
     needed = ["arch_id", "arch", "source", "test_acc", "latency_ms", "config_hash"]
     if not isinstance(result, dict) or any(k not in result for k in needed):
         missing = [k for k in needed if not isinstance(result, dict) or k not in result]
-        raise UserError(f"retrain result {path}: not a moga result.json (missing {', '.join(missing)}); delete it to retrain")
+        raise UserError(f"retrain result {path}: not a moga result.json (missing {', '.join(missing)})")
     return result
 
 

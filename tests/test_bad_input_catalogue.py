@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from moga.cli import main
 from tests.tiny_experiment import CLASSES, file_hashes, write_experiment
@@ -613,6 +614,18 @@ def test_damaged_stage_record_is_rebuilt(ctx: Ctx, capsys: pytest.CaptureFixture
     assert [f for f in names if result_of(ctx.run / f) != original[f]] == []
 
 
+def test_damaged_or_missing_run_config_neither_blocks_nor_hides_a_changed_config(ctx: Ctx, capsys: pytest.CaptureFixture):
+    truncate(ctx.run / "config.yaml")
+    assert main(["run", ctx.exp, "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("done earlier with this config, skipped") == 3
+    assert yaml.safe_load((ctx.run / "config.yaml").read_text())["run_dir"] == str(ctx.run)  # written again
+    (ctx.run / "config.yaml").unlink()
+    before = file_hashes(ctx.run)
+    assert main(["run", ctx.exp, "supernet.steps=9", "--no-progress"]) == 2
+    assert "holds a supernet stage made with other settings" in capsys.readouterr().err
+    assert file_hashes(ctx.run) == before
+
+
 @pytest.fixture(scope="module")
 def retrained(finished_tiny: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root, run = finished_tiny
@@ -622,7 +635,7 @@ def retrained(finished_tiny: tuple[Path, Path], tmp_path_factory: pytest.TempPat
     return root, copy
 
 
-@pytest.mark.parametrize("damage", ["truncated", "deleted", "another model"])
+@pytest.mark.parametrize("damage", ["truncated", "deleted", "another model", "result.json truncated"])
 def test_retrained_model_that_no_longer_matches_its_result_is_trained_again(
     damage: str, retrained: tuple[Path, Path], tmp_path: Path, capsys
 ):
@@ -636,6 +649,8 @@ def test_retrained_model_that_no_longer_matches_its_result_is_trained_again(
         truncate(model)
     elif damage == "deleted":
         model.unlink()
+    elif damage == "result.json truncated":
+        truncate(model.with_name("result.json"))
     else:  # a valid checkpoint, but not the one result.json describes
         state = torch.load(model, weights_only=True)
         next(iter(state["model"].values())).add_(1.0)
@@ -643,7 +658,11 @@ def test_retrained_model_that_no_longer_matches_its_result_is_trained_again(
     capsys.readouterr()
     assert main(["retrain", exp, "--pick", "0", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "model.pt" in out and "training it again" in out, out
+    if damage == "result.json truncated":
+        assert "result.json: corrupt JSON" in out and "it is written again" in out, out
+        assert json.loads(model.with_name("result.json").read_text())["model_file"]["bytes"] == model.stat().st_size
+    else:
+        assert "model.pt" in out and "training it again" in out, out
     assert result_of(model) == original
     assert main(["retrain", exp, "--pick", "0", "--no-progress"]) == 0
-    assert "training it again" not in capsys.readouterr().out
+    assert "again" not in capsys.readouterr().out
