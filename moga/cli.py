@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     _space_args(p)
     p.set_defaults(space="moga")
     p.add_argument("-n", type=at_least(1), default=5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=at_least(0), default=0)
     p.set_defaults(func=cmd_arch_sample)
 
     p = sub.add_parser("export", help="export a standalone network to ONNX (parity-checked with onnxruntime)")

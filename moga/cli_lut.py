@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("table", help="table JSON (the calibration is stored in it)")
     p.add_argument("--nets", type=at_least(1), default=None, help="random networks to measure (calibration + held out)")
     p.add_argument("--calib", type=at_least(1), default=None, help="networks used to fit the calibration (default 20%%, at least 5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--out", default=None, help="report directory (default: <table>_validation/ beside the table)")
     p.add_argument("--warmup", type=at_least(0), default=10)
     p.add_argument("--runs", type=at_least(1), default=10, help="timed runs per network and round")
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="section.key=value config overrides")
     p.add_argument("--table", default=None, help="take the batch size from this table of lut.tables (default: the first)")
     p.add_argument("--nets", type=at_least(0), default=0, help="also export N random whole networks for on-device validation")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=at_least(0), default=0)
     p.set_defaults(func=cmd_export_blocks)
 
     p = act.add_parser("import", help="build a table from block timings measured elsewhere (CSV key,median_ms[,mean_ms,std_ms,count])")

@@ -19,6 +19,7 @@ from supernet.device import DEVICE_NAME
 from supernet.errors import UserError
 from supernet.readers import DuplicateKeyError, read_yaml, yaml_loads
 
+MAX_SEED = 2**63 - 1  # what every generator seeded from it (numpy, torch) accepts
 MAX_WEIGHT = 1e6  # objective weights are relative; bounded so that their sum (the normaliser) stays finite
 # a run name is one plain path component (runs/<name>); ``run_dir`` is the way to choose a path
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
@@ -70,7 +71,9 @@ class SearchConfig(Section):
     # where the accuracy objective comes from: the trained supernet's estimate, or the space's benchmark table
     # (the mean trained accuracy of the network; needs a benchmarked space, e.g. nasbench_macro; no supernet)
     accuracy: Literal["supernet", "benchmark"] = "supernet"
-    seed: int | None = None  # the search's own seed (default: the experiment's); the data split keeps the experiment's
+    seed: int | None = Field(
+        default=None, ge=0, le=MAX_SEED
+    )  # the search's own seed (default: the experiment's); the data split keeps the experiment's
 
     @field_validator("objectives")
     @classmethod
@@ -84,7 +87,7 @@ class SearchConfig(Section):
 
 class ExperimentConfig(Section):
     name: str = "experiment"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     device: str = "cpu"  # cpu | cuda | cuda:N
     run_dir: str | None = None  # default: runs/<name>
     space: SpaceConfig = Field(default_factory=SpaceConfig)

@@ -24,10 +24,14 @@ _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's files are pr
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over ``path``.
 
-    Any failure (no permission, a read-only or full disk, a file where a directory should be) leaves ``path``
-    as it was, removes the temporary file and is a ``UserError`` naming ``path``, the operation and the reason.
+    Only a regular file is ever replaced. Any failure (no permission, a read-only or full disk, a file where a
+    directory should be) leaves ``path`` as it was, removes the temporary file and is a ``UserError`` naming
+    ``path``, the operation and the reason.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():  # renaming over a directory, a device (/dev/null) or a pipe: never
+        kind = "a directory" if path.is_dir() else "a device, pipe or socket"
+        raise UserError(f"cannot write {path}: it is {kind}, not a regular file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

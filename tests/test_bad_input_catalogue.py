@@ -193,6 +193,19 @@ def a_dir(c: Ctx, name: str) -> Path:
     return path
 
 
+def a_fifo(c: Ctx) -> Path:
+    """A named pipe where an output file is to go (as /dev/null would be: never replaced by a file)."""
+    path = c.tmp / "fifo.png"
+    os.mkfifo(path)
+    return path
+
+
+def a_link(c: Ctx, target: Path) -> Path:
+    path = c.tmp / "link.onnx"
+    path.symlink_to(target)
+    return path
+
+
 def no_space_left(monkeypatch: pytest.MonkeyPatch) -> None:
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -288,6 +301,12 @@ CASES: dict[str, Case] = {
     "front plot into a directory": case(lambda c: ["front", str(c.run), "--plot", str(a_dir(c, "plot.png"))], "plot.png", "cannot write"),
     "front plot under /proc": case(
         lambda c: ["front", str(c.run), "--plot", "/proc/moga/front.png"], "/proc/moga/front.png", "cannot write"
+    ),
+    "front plot onto a pipe": case(lambda c: ["front", str(c.run), "--plot", str(a_fifo(c))], "fifo.png", "not a regular file"),
+    "export onnx onto a link to a pipe": case(
+        lambda c: ["export", "k3e2-k3e2-k3e2", "--space", str(c.root / "tiny_space.yaml"), "--onnx", str(a_link(c, a_fifo(c)))],
+        "link.onnx",
+        "not a regular file",
     ),
     "export onnx under a regular file": case(
         lambda c: ["export", "k3e2-k3e2-k3e2", "--space", str(c.root / "tiny_space.yaml"), "--onnx", str(a_file(c) / "m.onnx")],
@@ -474,6 +493,10 @@ CASES: dict[str, Case] = {
         lambda c: ["search", c.exp, "search.objectives=[{name: accuracy, weight: 1e308}, {name: latency}]", "--no-progress"],
         "search.objectives.0.weight",
     ),
+    "negative seed": case(lambda c: ["run", c.exp, "seed=-1", "--no-progress"], "'seed'", "greater than or equal to 0"),
+    "negative search seed": case(lambda c: ["search", c.exp, "search.seed=-1", "--no-progress"], "'search.seed'"),
+    "huge seed": case(lambda c: ["search", c.exp, "seed=100000000000000000000000", "--no-progress"], "'seed'"),
+    "sample --seed -1": case(lambda c: ["arch", "sample", "--seed", "-1"], "--seed"),
     "front budget negative": case(lambda c: ["front", str(c.run), "--budget", "-5"], "--budget", "-5"),
     "front budget nan": case(lambda c: ["front", str(c.run), "--budget", "nan"], "--budget"),
     "front max latency zero": case(lambda c: ["front", str(c.run), "--max-latency", "0"], "--max-latency"),
