@@ -93,7 +93,7 @@ def cmd_front(args: argparse.Namespace) -> None:
     if args.plot:
         from moga.plots import pareto_plot
 
-        pareto_plot(front, marked, x or "macs", "accuracy", args.plot)
+        pareto_plot(front, marked, x or "macs", "accuracy" if "accuracy" in front else "params", args.plot)
         print(f"plot: {args.plot}")
 
 

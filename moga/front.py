@@ -40,7 +40,7 @@ def read_front(path: str | Path) -> pd.DataFrame:
         raise UserError(f"{path}: not a pareto.csv (give a run directory, its search/ directory or the CSV itself){hint}")
     for candidate in (path, path / "pareto.csv", path / "search" / "pareto.csv"):
         if candidate.is_file():
-            return read_csv_checked(candidate, FRONT_COLUMNS, required=("id", "arch", "accuracy"), unique=("id",), what="Pareto front")
+            return read_csv_checked(candidate, FRONT_COLUMNS, required=("id", "arch"), unique=("id",), what="Pareto front")
     raise UserError(f"no pareto.csv at {path} (give a run directory, its search/ directory or the CSV itself)")
 
 
@@ -95,7 +95,7 @@ def annotate(front: pd.DataFrame, budgets: list[float] | None = None) -> tuple[p
     x = latency_column(front) or ("macs" if "macs" in front else None)
     front = front.copy()
     front["mark"] = ""
-    if x is None or front.empty:
+    if x is None or front.empty or "accuracy" not in front:  # a search without accuracy: no trade-off to mark
         return front, []
     budgets = budgets or default_budgets(front, x)
     knee = knee_index(front, x)
@@ -114,6 +114,8 @@ def filter_front(front: pd.DataFrame, max_latency: float | None, min_accuracy: f
             raise UserError("this front has no latency column, so --max-latency cannot apply")
         front = front[front[x] <= max_latency]
     if min_accuracy is not None:
+        if "accuracy" not in front:
+            raise UserError("this front has no accuracy column (its search had no accuracy objective), so --min-accuracy cannot apply")
         front = front[front["accuracy"] >= min_accuracy]
     if sort:
         if sort not in front:

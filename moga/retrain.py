@@ -121,7 +121,8 @@ def resolve_pick(cfg: ExperimentConfig, *, row: str | None = None, arch: str | N
         front = _read_search_front(cfg)
         found = _row(front, row, front_path(cfg))
         picked = Arch.parse(space, str(found["arch"]))
-        acc = float(found["accuracy"]) if pd.notna(found["accuracy"]) and cfg.search.accuracy != "benchmark" else None
+        known = "accuracy" in found and pd.notna(found["accuracy"]) and cfg.search.accuracy != "benchmark"
+        acc = float(found["accuracy"]) if known else None
         return Pick(picked, "row", str(int(found["id"])), acc)
     if zoo is not None:
         zoo_entry(zoo)  # an unknown name is a UserError listing the zoo

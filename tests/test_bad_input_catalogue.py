@@ -689,3 +689,15 @@ def test_retrained_model_that_no_longer_matches_its_result_is_trained_again(
     assert result_of(model) == original
     assert main(["retrain", exp, "--pick", "0", "--no-progress"]) == 0
     assert "again" not in capsys.readouterr().out
+
+
+def test_a_search_without_accuracy_runs_and_its_front_reads(finished_tiny: tuple[Path, Path], tmp_path: Path, capsys):
+    """A front without an accuracy column is a front (it used to fail `moga run` after the search finished)."""
+    root, _ = finished_tiny
+    run = tmp_path / "run"
+    exp = str(write_experiment(root, run, tmp_path / "exp.yaml", search={"objectives": [{"name": "latency"}, {"name": "params"}]}))
+    assert main(["run", exp, "--no-progress"]) == 0
+    assert main(["front", str(run), "--plot", str(tmp_path / "f.png")]) == 0 and (tmp_path / "f.png").is_file()
+    capsys.readouterr()
+    assert main(["front", str(run), "--min-accuracy", "50"]) == 2
+    assert "no accuracy column" in capsys.readouterr().err
