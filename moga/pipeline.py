@@ -2,9 +2,10 @@
 for the same config and resumed when it was interrupted.
 
 ``stages.json`` in the run directory records, per stage, the hash of the config sections it depends on,
-its status, its wall time and the size and SHA-256 of its outputs (``moga.stagelog``): a stage is skipped only
-while its outputs verify, otherwise it runs again from its intact files, with a one-line note. A finished stage whose sections changed is refused with the changed keys
-named (results of another config are never silently mixed or overwritten): use another ``run_dir``.
+its status, its wall time and the size and SHA-256 of its outputs (``moga.stagelog``): a stage is skipped
+only while its outputs verify, otherwise it runs again from its intact files, with a one-line note. A
+finished stage whose sections changed is refused with the changed keys named (results of another config are
+never silently mixed or overwritten): use another ``run_dir``.
 
 The supernet stage runs only when the search reads supernet accuracy (``needs_supernet``): with
 ``search.accuracy: benchmark`` (accuracies from the space's benchmark table) or no accuracy objective or
