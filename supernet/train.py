@@ -191,6 +191,16 @@ class DistContext:
         return self.world_size > 1
 
 
+def dist_backend(device: torch.device) -> str:
+    """The collective backend of ``device``: NCCL between GPUs, gloo between CPU processes."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def rank_device(device: torch.device, local_rank: int) -> torch.device:
+    """One process per GPU: a CUDA run's rank takes GPU ``LOCAL_RANK`` of its machine; CPU stays CPU."""
+    return torch.device("cuda", local_rank) if device.type == "cuda" else device
+
+
 def init_distributed(device: str) -> tuple[DistContext, torch.device]:
     """Join the process group torchrun describes (RANK/WORLD_SIZE/LOCAL_RANK); one process otherwise.
 
@@ -202,11 +212,11 @@ def init_distributed(device: str) -> tuple[DistContext, torch.device]:
     if world_size <= 1:
         return DistContext(), dev
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = rank_device(dev, local_rank)
     if dev.type == "cuda":
-        dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
     if not tdist.is_initialized():
-        tdist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        tdist.init_process_group(dist_backend(dev))
     return DistContext(rank, world_size, local_rank), dev
 
 
@@ -215,9 +225,14 @@ def allreduce_gradients(params: Sequence[nn.Parameter], ctx: DistContext) -> Non
     grads = [p.grad for p in params if p.grad is not None]
     if not ctx.active or not grads:
         return
+    average_over_ranks(grads, ctx.world_size)
+
+
+def average_over_ranks(grads: Sequence[Tensor], world_size: int) -> None:
+    """In place: every tensor becomes its mean over the process group's ranks, through one flat all-reduce."""
     flat = torch.cat([g.reshape(-1) for g in grads])
     tdist.all_reduce(flat)
-    flat /= ctx.world_size
+    flat /= world_size
     offset = 0
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
