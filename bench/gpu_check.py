@@ -77,7 +77,7 @@ class Sizes:
 
 SIZES = {
     "full": Sizes(1.0, "cifar", 256, 20, 5, 40, 1000, 2000, 256, 0.5, 224, 32, 40, 20),
-    "tiny": Sizes(0.25, "imagenet", 8, 2, 1, 4, 16, 20, 4, 0.25, 32, 2, 12, 2),
+    "tiny": Sizes(0.25, "imagenet", 4, 1, 1, 4, 16, 20, 2, 0.25, 32, 2, 12, 2),
 }
 
 
@@ -277,7 +277,9 @@ def latency_table(backend_name: str, space: SearchSpace, batch: int, sizes: Size
     try:
         start = time.perf_counter()
         protocol = MeasureProtocol(warmup=10, runs=sizes.lut_runs, rounds=3)
-        table, _ = build_table(space, backend, out_dir / f"{backend_name}_b{batch}.json", device="gpu-check", batch=batch, protocol=protocol, progress=False)
+        table, _ = build_table(
+            space, backend, out_dir / f"{backend_name}_b{batch}.json", device="gpu-check", batch=batch, protocol=protocol, progress=False
+        )
         built = time.perf_counter() - start
         check = MeasureProtocol(warmup=10, runs=max(2, sizes.lut_runs // 2), rounds=3)
         _, report = validate(table, space, backend, sizes.lut_nets, calib=max(2, sizes.lut_nets // 4), protocol=check, progress=False)

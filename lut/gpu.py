@@ -15,6 +15,7 @@ headers, and ``check_same_gpu`` refuses to validate a table on another GPU.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,7 @@ class TorchCudaBackend:
         @torch.inference_mode()
         def run(n: int) -> np.ndarray:
             events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
-            with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+            with torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext():
                 for start, end in events:
                     start.record()
                     module(x)

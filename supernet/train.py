@@ -158,7 +158,7 @@ class Precision:
 
     @property
     def name(self) -> str:
-        """"bf16" / "fp16" / "fp32", for logs and benchmark lines."""
+        """The autocast dtype's short name (bf16, fp16, or fp32 when off), for logs and benchmark lines."""
         return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")  # type: ignore[arg-type]
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:

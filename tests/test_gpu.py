@@ -214,13 +214,15 @@ def test_gpu_backends_without_a_gpu_are_one_line_errors():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_validating_a_gpu_table_here_is_a_one_line_error(tmp_path, capsys):
     exp = tmp_path / "e.yaml"
-    exp.write_text(json.dumps({"name": "e", "run_dir": str(tmp_path / "run"), "space": {"width_mult": 0.25}, "lut": {"tables": {"t": {"backend": "fake"}}}}))
+    exp.write_text(
+        json.dumps(
+            {"name": "e", "run_dir": str(tmp_path / "run"), "space": {"width_mult": 0.25}, "lut": {"tables": {"t": {"backend": "fake"}}}}
+        )
+    )
     assert main(["lut", "build", str(exp), "--no-progress"]) == 0
     path = tmp_path / "run" / "lut" / "t.json"
     table = json.loads(path.read_text())
-    import torch as _torch
-
-    table["header"] |= {"runtime": "torch", "runtime_version": _torch.__version__, "provider": "cuda", "gpu_name": "NVIDIA H200"}
+    table["header"] |= {"runtime": "torch", "runtime_version": torch.__version__, "provider": "cuda", "gpu_name": "NVIDIA H200"}
     path.write_text(json.dumps(table))
     capsys.readouterr()
     assert main(["lut", "validate", str(path), "--nets", "6"]) == 2
@@ -230,7 +232,9 @@ def test_validating_a_gpu_table_here_is_a_one_line_error(tmp_path, capsys):
 
 def test_gpu_header_helpers(tmp_path):
     proc = tmp_path / "version"
-    proc.write_text("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.86.15  Release Build  (dvs-builder@U16)\nGCC version: gcc 12\n")
+    proc.write_text(
+        "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  570.86.15  Release Build  (dvs-builder@U16)\nGCC version: gcc 12\n"
+    )
     assert driver_version(proc) == "570.86.15"
     assert driver_version(tmp_path / "absent") == "unknown"
     check_same_gpu({"gpu_name": "NVIDIA H200"}, {"gpu_name": "NVIDIA H200"})
