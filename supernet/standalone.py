@@ -189,7 +189,9 @@ def top1_on_test(
     ctx = ctx or DistContext()
     device = next(model.parameters()).device
     precision = precision or Precision(device)
-    loader = dataset.loader("test", batch_size, train=False, rank=ctx.rank, world_size=ctx.world_size, channels_last=channels_last)
+    loader = dataset.loader(
+        "test", batch_size, train=False, rank=ctx.rank, world_size=ctx.world_size, channels_last=channels_last, device=device
+    )
     counts = torch.zeros(2, dtype=torch.float64)
     model.eval()
     for x, y in loader:
