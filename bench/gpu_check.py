@@ -273,7 +273,8 @@ def latency_table(backend_name: str, space: SearchSpace, batch: int, sizes: Size
     from lut.measure import MeasureProtocol, make_backend
     from lut.validate import validate
 
-    backend = make_backend(backend_name)
+    # on a CPU (the --device cpu run): thread CPU time, robust against other load on a shared machine
+    backend = make_backend(backend_name, clock="cpu" if backend_name == "onnxruntime-cpu" else "wall")
     try:
         start = time.perf_counter()
         protocol = MeasureProtocol(warmup=10, runs=sizes.lut_runs, rounds=3)
