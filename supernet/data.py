@@ -414,7 +414,7 @@ class TensorLoader:
 
     def _to_device(self, t: Tensor) -> Tensor:
         """A host batch to ``device`` (non-blocking from pinned memory); a no-op when it is there already."""
-        if self.device is None or t.device == self.device:
+        if self.device is None or t.device.type == self.device.type:  # "cuda" and "cuda:0" alike
             return t
         if self._pinned and not t.is_pinned():
             t = t.pin_memory()

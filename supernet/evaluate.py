@@ -51,7 +51,7 @@ one after the weights change, and do not train the supernet while an evaluation 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -338,7 +338,7 @@ class SubnetEvaluator:
                 self._labels = torch.cat(labels).to(self.device)
         return self._shared, self._labels
 
-    def _cache_on_host(self) -> Any:
+    def _cache_on_host(self) -> Callable[[Tensor], Tensor]:
         """Where stem features are kept: on the device if cache and walk fit ``max_working_bytes``, else in
         host memory (pinned for fast non-blocking copies); returns the function that puts a chunk there."""
         need = working_set(self.net).total(self.calib_images, self._num_val_images())

@@ -302,3 +302,22 @@ def test_ddp_nccl_two_gpus_match_single_gpu_micro_batches(tmp_path, tiny):
         runs[name] = load_supernet(tmp_path / name / "supernet" / "supernet.pt").state_dict()
     params = [name for name, _ in Supernet(get_space(str(space_file), num_classes=10, resolution=16, variant="cifar")).named_parameters()]
     assert max(float((runs["ddp"][k] - runs["single"][k]).abs().max()) for k in params) < 1e-4
+
+
+def test_a_gpu_tables_header_keeps_the_gpu_fields_and_another_gpu_measures_afresh(tmp_path):
+    from lut.build import build_table
+    from lut.measure import FakeBackend, MeasureProtocol
+
+    class FakeGpu(FakeBackend):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+        def info(self) -> dict:
+            return super().info() | {"gpu_name": self.name, "driver_version": "570.86.15", "cuda_runtime": "13.0"}
+
+    space, path, protocol = get_space("moga", num_classes=10, resolution=32, width_mult=0.25), tmp_path / "g.json", MeasureProtocol(1, 2, 1)
+    table, n = build_table(space, FakeGpu("NVIDIA H200"), path, device="h200", protocol=protocol, progress=False)
+    assert table.header["gpu_name"] == "NVIDIA H200" and table.header["driver_version"] == "570.86.15" and n == len(table.entries)
+    assert build_table(space, FakeGpu("NVIDIA H200"), path, device="h200", protocol=protocol, progress=False)[1] == 0  # up to date
+    assert build_table(space, FakeGpu("NVIDIA A100"), path, device="h200", protocol=protocol, progress=False)[1] == n  # another GPU
