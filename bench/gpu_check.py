@@ -10,14 +10,16 @@ Items (each prints its figures and its peak GPU memory, then ``<item>: passed|fa
    data on the device (the embedded CIFAR-10 subset, augmented there), and a plain standalone training loop
    of MoGA-A: ratios AMP / fp32 and fair step / MoGA-A (path-images/s). Passes if every loss is finite.
 3. ``eval``: candidate evaluations/s of the prefix trie and one by one (BN recalibration per candidate) on a
-   bred population; passes if both give identical accuracies. Also the peak memory of a 224² evaluation
+   bred population; passes if both give the same accuracies (identical on a CPU; on CUDA within 0.1 points,
+   one image of 1,000, as nondeterministic kernels may flip a near-tie). Also the peak memory of a 224² evaluation
    against ``supernet.evaluate.working_set``'s estimate.
 4. ``lut``: a ``torch-cuda`` (CUDA events) latency table of a small space at batch 1 and batch N, each validated
    on random whole networks (MAPE, share within ±10 %, τ, and τ between two measurement passes); the same with
    onnxruntime's CUDA execution provider if installed (``moga[gpu]``), else that part is skipped. Passes if the
    tables build and validate.
 5. ``ddp``: one NCCL process group of one process, two fair steps whose gradients go through the same
-   flat all-reduce as a multi-GPU run; passes if the weights equal those of two steps without it.
+   flat all-reduce as a multi-GPU run; passes if the weights equal those of two steps without it (on CUDA
+   within 1e-4: cuDNN's backward kernels are not deterministic).
 
 The last line is ``gpu_check: N passed, M failed`` (and how many were skipped). Without CUDA (and no
 ``--device``) it says so in one line, reports every item as skipped and exits 0. Exit code 1 if any item failed.
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import socket
 import sys
 import tempfile
@@ -225,6 +226,7 @@ def eval_rates(space: SearchSpace, data: Dataset, device: torch.device, sizes: S
         out[f"eval_{name}_candidates_per_s"] = round(len(pop) / (time.perf_counter() - start), 2)
     out["eval_trie_vs_one_by_one"] = round(out["eval_trie_candidates_per_s"] / out["eval_one_by_one_candidates_per_s"], 3)
     out["eval_identical"] = acc["trie"] == acc["one_by_one"]
+    out["eval_max_accuracy_diff"] = max(abs(a - b) for a, b in zip(acc["trie"], acc["one_by_one"], strict=True))
     return out
 
 
@@ -263,7 +265,8 @@ def check_eval(device: torch.device, sizes: Sizes, data: Dataset) -> tuple[bool,
     lines = peak_memory(device, lambda: eval_rates(moga_space(sizes.width, 32, sizes.variant), data, device, sizes))
     lines["eval_peak_gpu_mb"] = lines.pop("peak_gpu_mb")
     lines |= eval_memory_224(device, sizes)
-    return bool(lines["eval_identical"]), lines
+    # identical on a CPU (a test); on CUDA a nondeterministic kernel may flip a near-tie: one image in 1,000
+    return lines["eval_max_accuracy_diff"] <= (0.0 if device.type == "cpu" else 0.1), lines
 
 
 # ----------------------------------------------------------------------------- 4. latency tables
@@ -357,7 +360,8 @@ def ddp_step(device: torch.device, sizes: Sizes, data: Dataset) -> Lines:
 def check_ddp(device: torch.device, sizes: Sizes, data: Dataset) -> tuple[bool, Lines]:
     lines = peak_memory(device, lambda: ddp_step(device, sizes, data))
     lines["ddp_peak_gpu_mb"] = lines.pop("peak_gpu_mb")
-    return lines["ddp_max_weight_diff"] == 0.0, lines
+    # equal on a CPU; cuDNN's nondeterministic backward kernels leave float-rounding differences on a GPU
+    return lines["ddp_max_weight_diff"] <= (0.0 if device.type == "cpu" else 1e-4), lines
 
 
 # ----------------------------------------------------------------------------- the run
@@ -406,7 +410,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="run on this device (default: cuda if available, else skip everything)")
     p.add_argument("--size", choices=sorted(SIZES), default="full", help="full: the GPU box's check; tiny: seconds on a CPU")
     args = p.parse_args(argv)
-    os.environ.setdefault("TQDM_DISABLE", "1")
     device = torch.device(args.device) if args.device else (torch.device("cuda") if torch.cuda.is_available() else None)
     _, failed, _ = run(device, SIZES[args.size])
     return 1 if failed else 0
