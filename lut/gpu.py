@@ -62,8 +62,8 @@ def gpu_info(device: torch.device | None = None) -> dict[str, Any]:
 
 
 def check_same_gpu(header: dict[str, Any], here: dict[str, Any]) -> None:
-    """A table is validated only on the GPU model it was measured on."""
-    if header.get("gpu_name") not in (None, here["gpu_name"]):
+    """A table is validated only on the GPU model it was measured on (when both are known)."""
+    if None not in (header.get("gpu_name"), here.get("gpu_name")) and header["gpu_name"] != here["gpu_name"]:
         raise UserError(f"table was measured on {header['gpu_name']}, this machine's GPU is {here['gpu_name']}")
 
 
