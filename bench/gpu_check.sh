@@ -7,11 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 SITE=.gpu-site
-if ! PYTHONPATH=$SITE $PY -c "import pydantic, pymoo" 2>/dev/null; then
+if ! PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c "import pydantic, pymoo" 2>/dev/null; then
     if ! ls wheels/*.whl >/dev/null 2>&1; then
         echo "gpu_check: pydantic/pymoo are missing and there is no wheels/ folder: run 'make wheels' on a machine with network and copy wheels/ here" >&2
         exit 2
     fi
-    $PY -m pip install --quiet --no-index --find-links wheels --no-deps --target "$SITE" wheels/*.whl
+    "$PY" -m pip install --quiet --no-index --find-links wheels --no-deps --target "$SITE" wheels/*.whl
 fi
-PYTHONPATH="$PWD/$SITE:$PWD" exec "$PY" bench/gpu_check.py "$@"
+PYTHONPATH="$PWD/$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" bench/gpu_check.py "$@"
