@@ -19,7 +19,7 @@ from supernet.errors import UserError
 
 class TableConfig(Section):
     path: str | None = None  # an existing table (e.g. imported from a phone); None = build here
-    backend: Literal["onnxruntime-cpu", "onnxruntime-cuda", "fake"] = "onnxruntime-cpu"
+    backend: Literal["onnxruntime-cpu", "onnxruntime-cuda", "torch-cuda", "fake"] = "onnxruntime-cpu"  # torch-cuda: CUDA events
     device_name: str = "local-cpu"
     threads: int = Field(default=1, ge=1)
     batch: int = Field(default=1, ge=1)
