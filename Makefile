@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; users with GPUs install their own torch first (pyproject declares a range).
 TORCH ?= torch==2.13.0
 
-.PHONY: setup run run-benchmark test lint format bench clean
+.PHONY: setup run run-benchmark test lint format bench clean wheels gpu-check
 
 $(BIN)/moga: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,16 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# On a machine with network: the wheels an air-gapped GPU box lacks (bench/gpu_wheels.txt), for CPython 3.12
+# x86-64, into wheels/ (gitignored, ~10 MB). Copy the repository with wheels/ to the box and run `make gpu-check`.
+WHEEL_PYTHON ?= 3.12
+WHEEL_PLATFORMS := --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64
+wheels:
+	$(PYTHON) -m pip download --quiet --only-binary=:all: --no-deps --python-version $(WHEEL_PYTHON) --implementation cp \
+		--abi cp$(subst .,,$(WHEEL_PYTHON)) $(WHEEL_PLATFORMS) -d wheels -r bench/gpu_wheels.txt
+	@du -sh wheels
+
+# On the GPU box (no network): installs wheels/ into .gpu-site/ without touching torch, runs bench/gpu_check.py
+gpu-check:
+	bash bench/gpu_check.sh

@@ -31,7 +31,7 @@ def make_header(space: SearchSpace, backend_info: dict[str, Any], device: str, b
 
 def _same_context(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Same machine, runtime, space and protocol (warm-up, runs, rounds): measurements that may be combined."""
-    return all(a.get(k) == b.get(k) for k in (*HEADER_FIELDS, "clock", "protocol") if k not in _VOLATILE)
+    return all(a.get(k) == b.get(k) for k in (*HEADER_FIELDS, "clock", "protocol", "gpu_name", "torch_dtype") if k not in _VOLATILE)
 
 
 def progress_path(path: Path) -> Path:
@@ -252,6 +252,8 @@ def _check_measured_with(table: LatencyTable, tc: Any, name: str) -> None:
 
     if tc.backend == "fake":
         want: dict[str, Any] = {"runtime": "fake", "provider": "fake"}
+    elif tc.backend == "torch-cuda":
+        want = {"runtime": "torch", "provider": "cuda"}
     else:
         provider = ORT_PROVIDERS[tc.backend.removeprefix("onnxruntime-")]
         want = {"runtime": "onnxruntime", "provider": provider, "threads": tc.threads, "clock": tc.clock}

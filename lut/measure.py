@@ -2,7 +2,9 @@
 
 A ``Backend`` turns a ``Job`` (one block, or one whole network, at a fixed input shape) into a ``Runner``
 that executes it ``n`` times back to back and returns each run's duration in ms. Backends: onnxruntime
-on CPU (default) or CUDA, and ``FakeBackend`` (synthetic latency from multiply-adds) for tests.
+on CPU (default) or CUDA (input and output bound on the GPU, so no host copies are timed), eager PyTorch on
+CUDA timed with CUDA events (``lut.gpu.TorchCudaBackend``), and ``FakeBackend`` (synthetic latency from
+multiply-adds) for tests. A GPU backend on a machine without one is a one-line ``UserError``.
 
 ``measure`` is the protocol: several interleaved rounds (round r times every job in turn, in a fresh
 random order, so a drift of the machine hits all jobs alike), each with warm-up runs and back-to-back
@@ -116,7 +118,7 @@ class OrtBackend:
         self._files: dict[str, Path] = {}
 
     def info(self) -> dict[str, Any]:
-        return {
+        info = {
             "runtime": "onnxruntime",
             "runtime_version": self.ort.__version__,
             "provider": self.provider,
@@ -124,6 +126,11 @@ class OrtBackend:
             "opset": self.opset,
             "clock": self.clock,
         }
+        if self.provider == ORT_PROVIDERS["cuda"] and torch.cuda.is_available():
+            from lut.gpu import gpu_info
+
+            info |= gpu_info(torch.device("cuda", torch.cuda.current_device()))
+        return info
 
     def _options(self) -> Any:
         opts = self.ort.SessionOptions()
@@ -142,12 +149,33 @@ class OrtBackend:
         session = self.ort.InferenceSession(str(self._files[job.key]), self._options(), providers=[self.provider])
         feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(job.input_shape, dtype=np.float32)}
         clock = CLOCKS[self.clock]
+        if self.provider == ORT_PROVIDERS["cuda"]:
+            return self._cuda_runner(session, feed, clock)
 
         def run(n: int) -> np.ndarray:
             out = np.empty(n, dtype=np.int64)
             for i in range(n):
                 t0 = clock()
                 session.run(None, feed)
+                out[i] = clock() - t0
+            return out / 1e6
+
+        return run
+
+    def _cuda_runner(self, session: Any, feed: dict[str, np.ndarray], clock: Callable[[], int]) -> Runner:
+        """Input copied to the GPU once and the output left there (IO binding): a run times the network only.
+        ``run_with_iobinding`` returns after the GPU finished (the CUDA provider synchronises), so wall time holds."""
+        binding = session.io_binding()
+        for name, value in feed.items():
+            binding.bind_ortvalue_input(name, self.ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0))
+        for out in session.get_outputs():
+            binding.bind_output(out.name, "cuda")
+
+        def run(n: int) -> np.ndarray:
+            out = np.empty(n, dtype=np.int64)
+            for i in range(n):
+                t0 = clock()
+                session.run_with_iobinding(binding)
                 out[i] = clock() - t0
             return out / 1e6
 
@@ -208,15 +236,24 @@ class FakeBackend:
         pass
 
 
+BACKENDS = ("onnxruntime-cpu", "onnxruntime-cuda", "torch-cuda", "fake")
+
+
 def make_backend(name: str, threads: int = 1, clock: str = "wall", **fake: Any) -> Backend:
-    """``onnxruntime-cpu`` | ``onnxruntime-cuda`` | ``fake`` (the names of ``TableConfig.backend``)."""
+    """One of ``BACKENDS`` (the names of ``TableConfig.backend``)."""
     if name == "onnxruntime-cpu":
         return OrtBackend("cpu", threads, clock=clock)
     if name == "onnxruntime-cuda":
         return OrtBackend("cuda", threads, clock=clock)
+    if name == "torch-cuda":
+        from lut.gpu import TorchCudaBackend
+
+        if clock != "wall":
+            raise UserError("backend torch-cuda times with CUDA events: leave clock at wall")
+        return TorchCudaBackend()
     if name == "fake":
         return FakeBackend(**fake)
-    raise UserError(f"unknown latency backend {name!r}: choose onnxruntime-cpu, onnxruntime-cuda or fake")
+    raise UserError(f"unknown latency backend {name!r}: choose one of {', '.join(BACKENDS)}")
 
 
 def backend_for_header(header: dict[str, Any]) -> Backend:
@@ -230,9 +267,22 @@ def backend_for_header(header: dict[str, Any]) -> Backend:
         if header.get("runtime_version") != ort.__version__:
             raise UserError(f"table was measured with onnxruntime {header.get('runtime_version')}, this machine has {ort.__version__}")
         short = {v: k for k, v in ORT_PROVIDERS.items()}[provider]
-        return OrtBackend(
+        backend = OrtBackend(
             short, int(header.get("threads", 1)), opset=int(header.get("opset", OPSET)), clock=str(header.get("clock", "wall"))
         )
+        if short == "cuda":
+            from lut.gpu import check_same_gpu
+
+            check_same_gpu(header, backend.info())
+        return backend
+    if runtime == "torch" and provider == "cuda":
+        from lut.gpu import TorchCudaBackend, check_same_gpu
+
+        if header.get("runtime_version") != torch.__version__:
+            raise UserError(f"table was measured with torch {header.get('runtime_version')}, this machine has {torch.__version__}")
+        gpu = TorchCudaBackend(str(header.get("torch_dtype", "float32")), bool(header.get("channels_last", True)))
+        check_same_gpu(header, gpu.info())
+        return gpu
     raise UserError(
         f"table was measured with {runtime} / {provider} on {header.get('device')!r}, which this machine cannot run; "
         "measure networks there (moga lut export-blocks --nets) and pass their timings with --measured"

@@ -27,7 +27,7 @@ PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
 class TableConfig(Section):
     path: str | None = None  # an existing table (e.g. imported from a phone); None = build here
-    backend: Literal["onnxruntime-cpu", "onnxruntime-cuda", "fake"] = "onnxruntime-cpu"
+    backend: Literal["onnxruntime-cpu", "onnxruntime-cuda", "torch-cuda", "fake"] = "onnxruntime-cpu"  # torch-cuda: CUDA events
     device_name: str = "local-cpu"
     threads: int = Field(default=1, ge=1)
     batch: int = Field(default=1, ge=1)

@@ -5,13 +5,21 @@ Defaults are defined only here; ``moga.config`` composes these sections into an 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # inf / nan: a typo, never a setting
+
+
+def _amp_alias(value: Any) -> Any:
+    return True if value == "auto" else value  # "auto" is the default's name; stored as true (same fingerprint)
+
+
+# supernet.amp / retrain.amp; resolved per device by ``supernet.train.autocast_dtype``
+Amp = Annotated[bool | Literal["bf16", "fp16"], BeforeValidator(_amp_alias)]
 
 
 class SpaceConfig(Section):
@@ -47,7 +55,7 @@ class SupernetConfig(Section):
     choice_init: Literal["independent", "aligned"] = "aligned"  # a layer's choices start as one function (BENCHMARKS.md)
     micro_batches: int = Field(default=1, ge=1)  # per-rank batch split in chunks (per-chunk BN stats), grads averaged
     channels_last: bool = True
-    amp: bool = True  # mixed precision, CUDA only
+    amp: Amp = True  # mixed precision: true/auto = bf16 (else fp16 + grad scaler) on CUDA, off on CPU; false; bf16; fp16
     checkpoint_every: int = Field(default=50, ge=1)
     eval_every: int = Field(default=100, ge=0)  # 0 disables periodic random-path validation (the final one still runs)
     eval_paths: int = Field(default=4, ge=0)  # random paths validated during training; 0 disables validation
@@ -70,7 +78,7 @@ class RetrainConfig(Section):
     ema: float = Field(default=0.0, ge=0, lt=1)  # 0 disables weight EMA
     init_from_supernet: bool = False
     channels_last: bool = True
-    amp: bool = True
+    amp: Amp = True  # as supernet.amp
     checkpoint_every: int = Field(default=200, ge=1)
     # 0 = epochs x batches per epoch; > 0 caps the optimizer updates (and the cosine schedule ends there):
     # for smoke tests and timing a recipe without running it to the end

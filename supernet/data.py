@@ -9,11 +9,13 @@ or ``"cifar10"`` (the official python pickle directory ``cifar-10-batches-py``).
 ``Dataset`` (frozen): ``train``/``search_val``/``test`` (``Split``: ``images`` uint8 N×3×S×S tensor or ``FileImages``
 streamed from disk, ``labels`` int64), ``classes``, ``mean``, ``std``, ``resolution``, ``augment``;
 ``.loader(split, batch_size, train=None, seed=0, rank=0, world_size=1, drop_last=None, channels_last=False,
-augment="standard")`` ("flip": eval view + random flip, "none": eval view),
+augment="standard", device=None)`` ("flip": eval view + random flip, "none": eval view),
 ``.calibration_indices(n, seed=0)``, ``.calibration_batch(n, seed=0, channels_last=False)`` (n train images drawn
 uniformly at random with a fixed seed, eval preprocessing, normalised float32: for BN recalibration).
 ``TensorLoader(images, labels, batch_size, train, seed, resolution, mean, std, drop_last=None, rank=0, world_size=1,
-*, augment=None, channels_last=False, num_workers=0)``: iterating yields one epoch of ``(x float32, y int64)``;
+*, augment=None, channels_last=False, num_workers=0, device=None)``: iterating yields one epoch of ``(x float32, y int64)``
+on ``device`` (cached images are copied there once if they fit, streamed ones arrive over pinned memory, and
+augmentation runs there: its parameters are drawn on the CPU, so a batch is the same on every device);
 ``len``, ``set_epoch``, ``state_dict``/``load_state_dict`` (resume mid-epoch), ``batches(start_step)`` (infinite).
 ``DataError`` (a ``UserError``/``ValueError``): missing/empty directory, class mismatch, unreadable image.
 
@@ -241,11 +243,11 @@ def _holdout(labels: Tensor, per_class: int, classes: list[str], seed: int) -> t
 
 
 def _normalize(x: Tensor, mean: Sequence[float], std: Sequence[float], channels_last: bool) -> Tensor:
-    """uint8 (or 0-255 float) -> normalised float32, in the requested memory format."""
+    """uint8 (or 0-255 float) -> normalised float32, in the requested memory format, on ``x``'s device."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = x.contiguous(memory_format=fmt).float()
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, 3, 1, 1)
-    bias = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)]).view(1, 3, 1, 1)
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=x.device).view(1, 3, 1, 1)
+    bias = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], device=x.device).view(1, 3, 1, 1)
     return x.mul_(scale).add_(bias)
 
 
@@ -257,17 +259,32 @@ def _eval_crop(x: Tensor, resolution: int) -> Tensor:
     return x[:, :, o : o + resolution, o : o + resolution]
 
 
-def _crop_flip(x: Tensor, g: torch.Generator, n: int, lo: int, resolution: int, pad: int = 4) -> Tensor:
-    """Random crop (zero padding ``pad``) + horizontal flip, params for ``n`` global rows, slice ``lo:``."""
-    b, c, size = len(x), x.shape[1], x.shape[-1] + 2 * pad
-    oy, ox = torch.randint(0, size - resolution + 1, (2, n), generator=g)[:, lo : lo + b]
+# Augmentation = parameters drawn on the CPU from the batch's own generator (tiny: a few numbers per image),
+# applied by batched tensor ops on the images' device. A batch is therefore the same on CPU and GPU, and the
+# images never leave the GPU when they live there.
+def crop_flip_params(g: torch.Generator, n: int, lo: int, b: int, padded: int, resolution: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Offsets (top, left) into the padded image and flip flags, drawn for ``n`` global rows, rows ``lo:lo+b``."""
+    oy, ox = torch.randint(0, padded - resolution + 1, (2, n), generator=g)[:, lo : lo + b]
     flip = (torch.rand(n, generator=g) < 0.5)[lo : lo + b]
-    ar = torch.arange(resolution)
+    return oy, ox, flip
+
+
+def crop_flip(x: Tensor, oy: Tensor, ox: Tensor, flip: Tensor, resolution: int, pad: int = 4) -> Tensor:
+    """Batched random crop + horizontal flip, one gather on ``x``'s device: image i is zero-padded by ``pad``,
+    cropped to ``resolution``² at (``oy[i]``, ``ox[i]``) and mirrored if ``flip[i]``; dtype is kept."""
+    b, c, size = len(x), x.shape[1], x.shape[-1] + 2 * pad
+    oy, ox, flip = oy.to(x.device), ox.to(x.device), flip.to(x.device)
+    ar = torch.arange(resolution, device=x.device)
     rows = oy[:, None] + ar
     cols = torch.where(flip[:, None], ox[:, None] + resolution - 1 - ar, ox[:, None] + ar)
     pixel = (rows[:, :, None] * size + cols[:, None, :])[:, None]  # B×1×R×R offsets inside one plane
-    plane = (torch.arange(b)[:, None] * c + torch.arange(c)) * (size * size)  # B×C plane starts
+    plane = (torch.arange(b, device=x.device)[:, None] * c + torch.arange(c, device=x.device)) * (size * size)  # B×C plane starts
     return F.pad(x.contiguous(), (pad, pad, pad, pad)).reshape(-1)[pixel + plane[:, :, None, None]]
+
+
+def _crop_flip(x: Tensor, g: torch.Generator, n: int, lo: int, resolution: int, pad: int = 4) -> Tensor:
+    """Random crop (zero padding ``pad``) + horizontal flip, params for ``n`` global rows, slice ``lo:``."""
+    return crop_flip(x, *crop_flip_params(g, n, lo, len(x), x.shape[-1] + 2 * pad, resolution), resolution, pad)
 
 
 def _resized_crop_flip(x: Tensor, g: torch.Generator, n: int, lo: int, resolution: int) -> Tensor:
@@ -290,8 +307,20 @@ def _resized_crop_flip(x: Tensor, g: torch.Generator, n: int, lo: int, resolutio
     theta[:, 0, 2] = ((2 * x0 + w) / size - 1)[sl]
     theta[:, 1, 1] = (h / size)[sl]
     theta[:, 1, 2] = ((2 * y0 + h) / size - 1)[sl]
-    grid = F.affine_grid(theta, [len(x), 3, resolution, resolution], align_corners=False)
+    grid = F.affine_grid(theta.to(x.device), [len(x), 3, resolution, resolution], align_corners=False)
     return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+# A cached split is copied to the GPU once if it takes at most this share of the GPU's memory (CIFAR-10:
+# 150 MB); a larger one stays in host memory and each batch goes over pinned memory, non-blocking.
+DEVICE_CACHE_FRACTION = 0.25
+
+
+def device_cache_fits(nbytes: int, device: torch.device) -> bool:
+    """Whether ``nbytes`` of images may live on ``device`` (always on CPU)."""
+    if device.type != "cuda":
+        return True
+    return nbytes <= DEVICE_CACHE_FRACTION * torch.cuda.get_device_properties(device).total_memory
 
 
 # "cifar": pad-4 random crop + flip; "imagenet": random-resized crop + flip; "flip": the eval view, flipped at
@@ -306,6 +335,7 @@ class TensorLoader:
         self, images: Tensor | FileImages, labels: Tensor, batch_size: int, train: bool, seed: int, resolution: int,
         mean: Sequence[float], std: Sequence[float], drop_last: bool | None = None, rank: int = 0, world_size: int = 1,
         *, augment: str | None = None, channels_last: bool = False, num_workers: int = 0,
+        device: torch.device | str | None = None,
     ) -> None:  # fmt: skip
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -319,6 +349,10 @@ class TensorLoader:
         if self.augment not in AUGMENTS:
             raise ValueError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
         self.num_workers, self.epoch, self.position = num_workers, 0, 0
+        # ``device``: batches come out there. Cached images are moved once (if they fit), augmented there.
+        self.device = torch.device(device) if device is not None else None
+        if self.device is not None and isinstance(images, Tensor) and device_cache_fits(images.nbytes, self.device):
+            self.images, self.labels = images.to(self.device), labels.to(self.device)
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -362,19 +396,32 @@ class TensorLoader:
             lo, hi = self._shard(len(batch))
             shards.append((s, len(batch), lo, batch[lo:hi]))
         if isinstance(self.images, Tensor):
-            raw: Iterable[Tensor] = (self.images[idx] for *_, idx in shards)
+            raw: Iterable[Tensor] = (self.images[idx.to(self.images.device)] for *_, idx in shards)
         else:
             raw = DataLoader(
                 self.images,
                 batch_sampler=[idx.tolist() for *_, idx in shards],
                 num_workers=self.num_workers,
                 collate_fn=self.images.collate,
+                pin_memory=self._pinned,
             )
         for (step, global_n, lo, idx), x in zip(shards, raw, strict=True):
-            out = self.transform(x, epoch, step, global_n, lo), self.labels[idx]
+            out = self.transform(self._to_device(x), epoch, step, global_n, lo), self._to_device(self.labels[idx.to(self.labels.device)])
             self.position = step + 1
             yield out
         self.epoch, self.position = epoch + 1, 0
+
+    @property
+    def _pinned(self) -> bool:
+        return self.device is not None and self.device.type == "cuda"
+
+    def _to_device(self, t: Tensor) -> Tensor:
+        """A host batch to ``device`` (non-blocking from pinned memory); a no-op when it is there already."""
+        if self.device is None or t.device.type == self.device.type:  # "cuda" and "cuda:0" alike
+            return t
+        if self._pinned and not t.is_pinned():
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
 
     def batches(self, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """Infinite stream of batches starting at global step ``start_step`` (epoch = step // len)."""
@@ -417,18 +464,20 @@ class Dataset:
     def loader(
         self, split: str, batch_size: int, train: bool | None = None, seed: int = 0, rank: int = 0, world_size: int = 1,
         drop_last: bool | None = None, channels_last: bool = False, augment: str = "standard",
+        device: torch.device | str | None = None,
     ) -> TensorLoader:  # fmt: skip
         """Loader over ``split``; ``train`` (shuffle + augment) defaults to ``split == "train"``.
 
         ``augment``: "standard" (the dataset's: crop + flip at <= 64 px, random-resized crop + flip above),
-        "flip" or "none".
+        "flip" or "none". ``device``: where batches are made (cached images are moved there once and
+        augmented there; see ``TensorLoader``).
         """
         s = self.split(split)
         return TensorLoader(
             s.images, s.labels, batch_size, split == "train" if train is None else train, seed,
             self.resolution, self.mean, self.std, drop_last, rank, world_size,
             augment=self.augment if augment == "standard" else augment, channels_last=channels_last,
-            num_workers=self.num_workers,
+            num_workers=self.num_workers, device=device,
         )  # fmt: skip
 
     def calibration_indices(self, n: int, seed: int = 0) -> Tensor:

@@ -34,9 +34,15 @@ calibration activations flow in train mode exactly as in a whole-network recalib
 equal ``extract(arch)`` + standard recalibration of the path's BNs (a test).
 
 Memory: activations are kept as the chunks they were computed in, and the walk holds one (calibration,
-validation) pair per pending branch point of the trie; the stem-feature cache costs (calibration +
-validation images) x its feature size (64 KB per image at 32² in the MoGA space, 800 KB at 224²: limit
-``eval_images`` and ``calib_images`` accordingly on ImageNet).
+validation) pair per pending branch point of the trie, at most one per depth; the stem-feature cache costs
+(calibration + validation images) x its feature size. ``working_set`` computes both from the space's shapes
+(float32): in the MoGA space at 224² the cache takes 0.80 MB per image and the walk at most 1.80 MB per image,
+so 1,000 calibration + 10,000 validation images need 8.8 GB + 19.8 GB. ``max_working_bytes`` (default: half the
+GPU's memory on CUDA, unbounded on CPU) bounds it: past the bound the stem-feature cache stays in (pinned) host
+memory and its chunks are copied to the device as a segment consumes them, and if the walk alone is still too
+large the validation images are walked in groups, each group one walk over the whole trie with the
+calibration recomputed. Groups give bit-identical logits (the calibration sees the same chunks in the same
+order), at the cost of repeating the calibration passes once per group.
 
 The supernet's own BN buffers and train/eval flags are restored after every call. The evaluator is
 bound to the supernet's weights at the time it first evaluates (the cached stem features): build a new
@@ -45,7 +51,7 @@ one after the weights change, and do not train the supernet while an evaluation 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +154,27 @@ def extract_recalibrated(net: Supernet, arch: Arch, images: Tensor, batch_size: 
     return model.eval()
 
 
+@dataclass(frozen=True)
+class WorkingSet:
+    """Bytes per image (float32) of the evaluator's device memory: the stem-feature cache, and the trie walk's
+    worst case (one activation per depth pending, plus a segment's output)."""
+
+    cache_per_image: int
+    walk_per_image: int
+
+    def total(self, calib_images: int, val_images: int) -> int:
+        return (self.cache_per_image + self.walk_per_image) * (calib_images + val_images)
+
+
+def working_set(net_or_space: Supernet | Any) -> WorkingSet:
+    """``WorkingSet`` of a supernet's (or a ``SearchSpace``'s) shapes."""
+    space = getattr(net_or_space, "space", net_or_space)
+    shared = space.separable or space.stem
+    outs = [space.layer_shape(i, 0) for i in range(len(space.n_choices))]
+    sizes = [s.out_ch * s.out_hw * s.out_hw for s in outs]
+    return WorkingSet(4 * shared.out_ch * shared.out_hw**2, 4 * (sum(sizes) + max(sizes)))
+
+
 def count_prefixes(genomes: Sequence[Sequence[int]]) -> int:
     """Number of distinct non-empty prefixes (trie nodes) of a population: the blocks a trie walk runs."""
     return len({tuple(g[: i + 1]) for g in genomes for i in range(len(g))})
@@ -180,6 +207,7 @@ class SubnetEvaluator:
         *,
         calib_batch_size: int = 100,
         progress: bool = False,
+        max_working_bytes: int | None = None,
     ) -> None:
         net_device = next(net.parameters()).device
         if device is not None and torch.device(device) != net_device:
@@ -194,6 +222,9 @@ class SubnetEvaluator:
         self.batch_size = batch_size
         self.calib_batch_size = calib_batch_size
         self.channels_last, self.use_trie, self.progress = channels_last, use_trie, progress
+        if max_working_bytes is None and net_device.type == "cuda":
+            max_working_bytes = torch.cuda.get_device_properties(net_device).total_memory // 2
+        self.max_working_bytes = max_working_bytes  # None: unbounded
         self.cache: dict[str, float] = {}
         # Work counters, for tests and benchmarks: blocks run (trie nodes) and heads run (leaves).
         self.blocks_run = 0
@@ -294,35 +325,66 @@ class SubnetEvaluator:
         """Stem (+ separable) features of the calibration and validation images, and the labels."""
         if self._shared is None or self._labels is None:
             stem = self.net.shared_features
+            keep = self._cache_on_host()
             with _restored(self.net, []), torch.inference_mode():
                 self.net.stem.eval()
                 self.net.separable.eval()
                 calib = None
                 if self.calib_images:
                     images = self.dataset.calibration_batch(self.calib_images, self.seed, self.channels_last).to(self.device)
-                    calib = [stem(x) for x in _chunks(images, self.calib_batch_size)]
-                feats, labels = zip(*((stem(x.to(self.device)), y) for x, y in self._validation_loader()), strict=True)
+                    calib = [keep(stem(x)) for x in _chunks(images, self.calib_batch_size)]
+                feats, labels = zip(*((keep(stem(x.to(self.device))), y) for x, y in self._validation_loader()), strict=True)
                 self._shared = _Activations(calib, list(feats))
                 self._labels = torch.cat(labels).to(self.device)
         return self._shared, self._labels
+
+    def _cache_on_host(self) -> Callable[[Tensor], Tensor]:
+        """Where stem features are kept: on the device if cache and walk fit ``max_working_bytes``, else in
+        host memory (pinned for fast non-blocking copies); returns the function that puts a chunk there."""
+        need = working_set(self.net).total(self.calib_images, self._num_val_images())
+        if self.max_working_bytes is None or need <= self.max_working_bytes or self.device.type == "cpu":
+            return lambda t: t
+        pinned = self.device.type == "cuda"
+        return lambda t: t.cpu().pin_memory() if pinned else t.cpu()
+
+    def _val_groups(self, n_chunks: int) -> list[slice]:
+        """Validation chunks walked together: all of them, or groups whose walk fits ``max_working_bytes``."""
+        if self.max_working_bytes is None:
+            return [slice(0, n_chunks)]
+        ws, calib = working_set(self.net), self.calib_images
+        room = self.max_working_bytes - ws.walk_per_image * calib
+        per_chunk = ws.walk_per_image * self.batch_size
+        if room < per_chunk:
+            raise UserError(
+                f"subnet evaluation: {calib} calibration images and one chunk of {self.batch_size} need "
+                f"{(ws.walk_per_image * calib + per_chunk) / 2**30:.1f} GiB of activations, more than the "
+                f"{self.max_working_bytes / 2**30:.1f} GiB allowed; lower bn_calib_images or eval_batch_size"
+            )
+        step = max(1, min(n_chunks, room // per_chunk))
+        return [slice(i, i + step) for i in range(0, n_chunks, step)]
 
     # ------------------------------------------------------------------ the walk
     def _logits(self, genomes: Sequence[Genes]) -> list[Tensor]:
         """Logits for each genome (duplicates computed once), via the trie or one path at a time."""
         distinct = list(dict.fromkeys(genomes))
         groups = [sorted(distinct)] if self.use_trie else [[g] for g in distinct]
-        total = sum(count_prefixes(group) for group in groups)
-        out: dict[Genes, Tensor] = {}
+        root, _ = self._shared_activations()
+        val_groups = self._val_groups(len(root.val))
+        total = sum(count_prefixes(group) for group in groups) * len(val_groups)
+        out: dict[Genes, list[Tensor]] = {}
         with (
             tqdm(total=total, desc="subnet eval", unit="block", leave=False, disable=not self.progress) as bar,
             _restored(self.net, [*self.net.layers, self.net.head]),
             torch.inference_mode(),
         ):
-            for group in groups:
-                out.update(self._walk(group, bar))
-        return [out[g] for g in genomes]
+            for part in val_groups:
+                view = _Activations(root.calib, root.val[part])
+                for group in groups:
+                    for genes, logits in self._walk(group, bar, view):
+                        out.setdefault(genes, []).append(logits)
+        return [torch.cat(out[g]) for g in genomes]
 
-    def _walk(self, genomes: Sequence[Genes], bar: tqdm) -> Iterator[tuple[Genes, Tensor]]:
+    def _walk(self, genomes: Sequence[Genes], bar: tqdm, root: _Activations) -> Iterator[tuple[Genes, Tensor]]:
         """Depth-first over the trie of ``genomes``, each distinct prefix's block run once; yields (genes, logits).
 
         The walk goes segment by segment: from a node it follows single-child links down to the next branch
@@ -331,7 +393,6 @@ class SubnetEvaluator:
         Stack entries hold a reference to their parent's activations, so those live only while some child
         is still pending: memory is one activation pair per pending branch point.
         """
-        root, _ = self._shared_activations()
         stack = [((c,), root, sub) for c, sub in sorted(_build_trie(genomes).items(), reverse=True)]
         while stack:
             prefix, inputs, node = stack.pop()
@@ -368,6 +429,7 @@ class SubnetEvaluator:
                 _start_recalibration(part)
             calib = []
             for x in inputs.calib:
+                x = x.to(self.device, non_blocking=True)  # a no-op unless the stem features are kept on the host
                 for block in blocks:
                     x = block(x)
                 if head is None:
@@ -378,6 +440,7 @@ class SubnetEvaluator:
             part.eval()
         val = []
         for x in inputs.val:
+            x = x.to(self.device, non_blocking=True)
             for block in blocks:
                 x = block(x)
             val.append(x if head is None else head(x))

@@ -47,6 +47,7 @@ from supernet.train import (
     derive_seed,
     fit,
     load_checkpoint,
+    prepare_device,
     save_checkpoint,
     standalone_step,
     state_dict_misfit,
@@ -187,14 +188,16 @@ def top1_on_test(
     """Top-1 accuracy (%) on the ``test`` split; under torchrun each rank scores its shard, counts are summed."""
     ctx = ctx or DistContext()
     device = next(model.parameters()).device
-    precision = precision or Precision(device, enabled=False)
-    loader = dataset.loader("test", batch_size, train=False, rank=ctx.rank, world_size=ctx.world_size, channels_last=channels_last)
+    precision = precision or Precision(device)
+    loader = dataset.loader(
+        "test", batch_size, train=False, rank=ctx.rank, world_size=ctx.world_size, channels_last=channels_last, device=device
+    )
     counts = torch.zeros(2, dtype=torch.float64)
     model.eval()
     for x, y in loader:
         with precision.autocast():
             logits = model(x.to(device, non_blocking=True))
-        counts += torch.tensor([int((logits.argmax(1).cpu() == y).sum()), len(y)], dtype=torch.float64)
+        counts += torch.tensor([int((logits.argmax(1) == y.to(logits.device)).sum()), len(y)], dtype=torch.float64)
     if ctx.active:
         counts = counts.to(device)
         tdist.all_reduce(counts)
@@ -224,6 +227,7 @@ def train_standalone(
     the same settings returns its stored result without training.
     """
     ctx, device, out_dir = dist or DistContext(), torch.device(device), Path(out_dir)
+    prepare_device(device)
     _check_inputs(arch, dataset, cfg, ctx, supernet)
     model = _initial_model(arch, cfg, seed, device, supernet)
     init = f"supernet:{state_digest(model.state_dict())}" if supernet is not None else "random"
@@ -237,8 +241,9 @@ def train_standalone(
     torch.manual_seed(derive_seed(seed, "dropout", ctx.rank))  # distinct dropout masks per rank
     precision = Precision(device, cfg.amp)
     loader = dataset.loader(
-        "train", cfg.batch_size, seed=seed, rank=ctx.rank, world_size=ctx.world_size, channels_last=cfg.channels_last, augment=cfg.augment
-    )
+        "train", cfg.batch_size, seed=seed, rank=ctx.rank, world_size=ctx.world_size, channels_last=cfg.channels_last, augment=cfg.augment,
+        device=device,
+    )  # fmt: skip
     steps = total_steps(cfg, len(loader))
     optimizer = build_optimizer(model, cfg)
     ema = WeightEMA(model, cfg.ema) if cfg.ema else None

@@ -113,18 +113,66 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_s
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps))
 
 
-class Precision:
-    """Mixed precision on CUDA (autocast float16 + GradScaler); plain float32 elsewhere."""
+AmpSetting = bool | str  # the ``amp`` config value: true (auto), false, "bf16" or "fp16"
 
-    def __init__(self, device: torch.device, enabled: bool) -> None:
-        self.enabled = enabled and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.enabled)
+
+def autocast_dtype(device: torch.device, amp: AmpSetting, bf16_supported: Callable[[], bool] | None = None) -> torch.dtype | None:
+    """The autocast dtype ``amp`` asks for on ``device``; None means plain float32.
+
+    ``true`` (the default, also written ``auto``): on CUDA bfloat16 where the GPU supports it, else float16
+    (with a grad scaler); off on every other device, so CPU results stay float32. ``false``: off.
+    ``"bf16"`` / ``"fp16"``: that dtype; bf16 also on CPU (CPU autocast: slow, a smoke test of the AMP path),
+    fp16 only on CUDA. ``bf16_supported`` defaults to ``torch.cuda.is_bf16_supported`` (injectable for tests).
+    """
+    if amp is False:
+        return None
+    if amp is True:
+        if device.type != "cuda":
+            return None
+        supported = bf16_supported or torch.cuda.is_bf16_supported
+        return torch.bfloat16 if supported() else torch.float16
+    if amp == "bf16":
+        if device.type == "cuda" and not (bf16_supported or torch.cuda.is_bf16_supported)():
+            raise UserError("amp=bf16: this GPU has no bfloat16 support; use amp=fp16 or amp=true")
+        return torch.bfloat16
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise UserError(f"amp=fp16 needs a CUDA device (device is {device}); use amp=bf16 or amp=false")
+        return torch.float16
+    raise UserError(f"amp must be true, false, auto, bf16 or fp16, got {amp!r}")
+
+
+class Precision:
+    """Mixed precision: ``torch.autocast`` in the dtype ``autocast_dtype`` resolves, a GradScaler with float16.
+
+    bfloat16 has float32's range, so it needs no loss scaling; float16 does. With the scaler every
+    backward pass scales its loss by the same factor, and ``train._update`` unscales once before clipping
+    and the single optimizer step (skipped, and the scale lowered, if any gradient overflowed).
+    """
+
+    def __init__(self, device: torch.device, amp: AmpSetting = False, bf16_supported: Callable[[], bool] | None = None) -> None:
+        self.device_type = torch.device(device).type
+        self.dtype = autocast_dtype(torch.device(device), amp, bf16_supported)
+        self.enabled = self.dtype is not None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16 and self.device_type == "cuda")
+
+    @property
+    def name(self) -> str:
+        """The autocast dtype's short name (bf16, fp16, or fp32 when off), for logs and benchmark lines."""
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.dtype, "fp32")  # type: ignore[arg-type]
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        return torch.autocast("cuda", dtype=torch.float16) if self.enabled else contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype) if self.dtype is not None else contextlib.nullcontext()
 
     def backward(self, loss: Tensor) -> None:
         self.scaler.scale(loss).backward()
+
+
+def prepare_device(device: torch.device) -> None:
+    """Process-wide CUDA settings the field trains with: cuDNN picks the fastest convolution algorithms
+    for the (fixed) input shapes. Nothing changes on CPU."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 # ============================================================================ 2. distributed
@@ -143,6 +191,16 @@ class DistContext:
         return self.world_size > 1
 
 
+def dist_backend(device: torch.device) -> str:
+    """The collective backend of ``device``: NCCL between GPUs, gloo between CPU processes."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def rank_device(device: torch.device, local_rank: int) -> torch.device:
+    """One process per GPU: a CUDA run's rank takes GPU ``LOCAL_RANK`` of its machine; CPU stays CPU."""
+    return torch.device("cuda", local_rank) if device.type == "cuda" else device
+
+
 def init_distributed(device: str) -> tuple[DistContext, torch.device]:
     """Join the process group torchrun describes (RANK/WORLD_SIZE/LOCAL_RANK); one process otherwise.
 
@@ -150,14 +208,15 @@ def init_distributed(device: str) -> tuple[DistContext, torch.device]:
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     dev = check_device(device)  # a device this machine lacks: one line, before any work
+    prepare_device(dev)
     if world_size <= 1:
         return DistContext(), dev
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = rank_device(dev, local_rank)
     if dev.type == "cuda":
-        dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
     if not tdist.is_initialized():
-        tdist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        tdist.init_process_group(dist_backend(dev))
     return DistContext(rank, world_size, local_rank), dev
 
 
@@ -166,9 +225,14 @@ def allreduce_gradients(params: Sequence[nn.Parameter], ctx: DistContext) -> Non
     grads = [p.grad for p in params if p.grad is not None]
     if not ctx.active or not grads:
         return
+    average_over_ranks(grads, ctx.world_size)
+
+
+def average_over_ranks(grads: Sequence[Tensor], world_size: int) -> None:
+    """In place: every tensor becomes its mean over the process group's ranks, through one flat all-reduce."""
     flat = torch.cat([g.reshape(-1) for g in grads])
     tdist.all_reduce(flat)
-    flat /= ctx.world_size
+    flat /= world_size
     offset = 0
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
@@ -182,11 +246,18 @@ def broadcast_state(model: nn.Module, ctx: DistContext) -> None:
             tdist.broadcast(t, 0)
 
 
+def _collective_device() -> torch.device:
+    """Where tensors of a collective must live: NCCL only reduces CUDA tensors, gloo CPU ones."""
+    if tdist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_ranks_ok(ok: bool, ctx: DistContext) -> bool:
     """True on every rank only if ``ok`` on every rank (so one rank's error stops all, no hang)."""
     if not ctx.active:
         return ok
-    flag = torch.tensor([0 if ok else 1])
+    flag = torch.tensor([0 if ok else 1], device=_collective_device())
     tdist.all_reduce(flag)
     return int(flag) == 0
 
@@ -400,9 +471,10 @@ def fit(model: nn.Module, run: TrainingSetup, checkpoint: dict[str, Any] | None 
     if run.dist.is_main and curves.rows:
         last = curves.rows[-1]
         ips = sum(r["images_per_s"] for r in curves.rows[start:]) / max(1, len(curves.rows) - start)
+        amp = f" ({run.precision.name} autocast)" if run.precision.enabled else ""
         print(
             f"{run.desc}: {run.steps} steps in {last['elapsed_s']:.0f} s, loss {last['loss']:.3f}, "
-            f"train acc {last['train_acc']:.1f}%{last_val}, {ips:.0f} path-images/s",
+            f"train acc {last['train_acc']:.1f}%{last_val}, {ips:.0f} path-images/s{amp}",
             file=sys.stderr,
             flush=True,
         )
@@ -477,7 +549,8 @@ def standalone_step(model: nn.Module, criterion: nn.Module, precision: Precision
             logits = model(x)
             loss = criterion(logits, y)
         precision.backward(loss)
-        return StepStats(float(loss.detach()), float((logits.detach().argmax(1) == y).float().mean()), len(x))
+        loss_v, correct = torch.stack([loss.detach().float(), (logits.detach().argmax(1) == y).float().mean()]).tolist()
+        return StepStats(loss_v, correct, len(x))
 
     return step
 
@@ -500,16 +573,19 @@ def fair_step(
     """
     with precision.autocast():
         features = net.shared_features(x)
-    detached = features.detach().requires_grad_()
-    loss_sum, correct = 0.0, 0.0
+    # float32 leaf: under autocast the m paths' feature gradients are summed in float32, not in half precision
+    detached = features.detach().float().requires_grad_()
+    losses, hits = [], []
     for genes in paths:  # path k takes choice perm_l[k] at layer l
         with precision.autocast():
             logits = net.forward_path(detached, genes)
             loss = criterion(logits, y)
-        precision.backward(loss * loss_scale)  # choice blocks + head; ``detached.grad`` accumulates
-        loss_sum += float(loss.detach())
-        correct += float((logits.detach().argmax(1) == y).float().mean())
-    features.backward(detached.grad)  # the shared part, once, with the sum over paths
+        precision.backward(loss * loss_scale)  # choice blocks + head; ``detached.grad`` accumulates (scaled alike)
+        losses.append(loss.detach().float())
+        hits.append((logits.detach().argmax(1) == y).float().mean())
+    features.backward(detached.grad.to(features.dtype))  # the shared part, once, with the sum over paths
+    values = torch.stack([*losses, *hits]).tolist()  # one device-to-host copy per step, not 2m
+    loss_sum, correct = sum(values[: len(paths)]), sum(values[len(paths) :])
     return StepStats(loss_sum / len(paths), correct / len(paths), len(paths) * len(x))
 
 
@@ -629,6 +705,7 @@ def train_supernet(
     same settings is returned as is; other existing runs need ``resume`` or another directory.
     """
     ctx, device, out_dir = dist or DistContext(), torch.device(device), Path(out_dir)
+    prepare_device(device)
     _check_inputs(space, dataset, cfg, ctx)
     fingerprint = training_fingerprint(space, dataset, cfg, seed)
     checkpoint, finished = _plan_run(out_dir, fingerprint, resume)
@@ -664,6 +741,7 @@ def train_supernet(
             world_size=ctx.world_size,
             channels_last=cfg.channels_last,
             augment=cfg.augment,
+            device=device,  # CUDA: the cached images move to the GPU once and are augmented there
         ),
         step_fn=step_fn,
         optimizer=optimizer,

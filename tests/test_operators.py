@@ -61,7 +61,17 @@ def test_homogeneous_sampling_starts_with_the_one_choice_networks() -> None:
     assert X.shape == (20, len(MIXED)) and np.all(X >= 0) and np.all(X < MIXED)
     np.testing.assert_array_equal(X[0], np.zeros(len(MIXED)))  # every layer its first choice
     np.testing.assert_array_equal(X[4], [1, 0, 4, 0, 4, 0])  # choice 4, wrapped in layers with fewer choices
-    np.testing.assert_array_equal(X[:7], np.arange(7)[:, None] % MIXED)  # as many as the widest layer has choices
+    # as many as the widest layer has choices (7), each layer wrapping at its own count [3, 1, 5, 2, 7, 4]
+    expected = [
+        [0, 0, 0, 0, 0, 0],
+        [1, 0, 1, 1, 1, 1],
+        [2, 0, 2, 0, 2, 2],
+        [0, 0, 3, 1, 3, 3],
+        [1, 0, 4, 0, 4, 0],
+        [2, 0, 0, 1, 5, 1],
+        [0, 0, 1, 0, 6, 2],
+    ]
+    np.testing.assert_array_equal(X[:7], expected)
     random_part = ArchSampling(MIXED).do(ToyArch(MIXED), 13, random_state=np.random.default_rng(0)).get("X")
     np.testing.assert_array_equal(X[7:], random_part)  # then what the random sampling would draw
     small = ArchSampling(N_CHOICES, homogeneous=True).do(ToyArch(N_CHOICES), 5, random_state=np.random.default_rng(0)).get("X")

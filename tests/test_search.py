@@ -24,7 +24,7 @@ def test_outputs(tmp_path):
         assert (out / name).exists(), name
     history, front = pd.read_csv(out / "history.csv"), pd.read_csv(out / "pareto.csv")
     assert history["arch"].is_unique and len(history) == result.history.shape[0]
-    assert list(front.columns[:3]) == ["id", "arch", "generation"] or "id" in front.columns
+    assert list(front.columns[:3]) == ["id", "generation", "arch"] and list(front["id"]) == list(range(len(front)))
     assert {"accuracy", "latency_ms", "params", "macs", "rank", "crowding", "generation", "feasible"} <= set(front.columns)
     assert front["latency_ms"].is_monotonic_increasing and (front["rank"] == 0).all()
     # the front is non-dominated: no row beats another on all three objectives
