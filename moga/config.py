@@ -131,9 +131,18 @@ def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
+# what pydantic puts into an error's location besides keys: the validator or union member that failed
+_TYPE_TAGS = {"bool", "str", "int", "float", "none", "bytes"}
+_TAG_PREFIXES = ("function-", "literal[", "list[", "dict[", "tuple[", "set[", "union[", "tagged-union[", "is-instance[")
+
+
+def _validator_tag(part: str) -> bool:
+    return part in _TYPE_TAGS or part.startswith(_TAG_PREFIXES)
+
+
 def _explain(exc: ValidationError, source: str) -> UserError:
     err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    key = ".".join(str(p) for p in err["loc"] if not _validator_tag(str(p)))
     if err["type"] == "extra_forbidden":
         close = difflib.get_close_matches(key, _known_keys(ExperimentConfig), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
