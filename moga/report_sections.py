@@ -1,0 +1,498 @@
+"""The run report's sections, each read from the run directory's files into display values.
+
+Every function takes the run directory (and the resolved config as a dict) and returns what its section
+shows, or None when the run has no such stage; nothing is recomputed but the picks of the front
+(``moga.front``). The page itself is ``moga/templates/report.html`` (``moga.report``).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from moga.front import best_under, default_budgets, knee_index, latency_column, read_front, regret_summary, two_d_front
+from moga.report_format import DASH, Table, count, duration, interval, is_missing, millions, number, png_data_uri, words
+from supernet.errors import UserError
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from the run directory; None when the file is missing or unreadable (the section is left out)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_csv(path: Path) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
+
+
+def table_names(run: Path, cfg: dict[str, Any]) -> list[str]:
+    """The experiment's latency tables, the primary (first) one first."""
+    named = list((cfg.get("lut") or {}).get("tables") or {})
+    found = sorted(p.stem for p in (run / "lut").glob("*.json")) if (run / "lut").is_dir() else []
+    return [n for n in named if n in found] + [n for n in found if n not in named]
+
+
+def latency_label(col: str, tables: list[str]) -> str:
+    """``latency_ms`` -> ``latency cpu (ms)`` (the primary table), ``latency_ms:gpu`` -> ``latency gpu (ms)``."""
+    name = col.partition(":")[2] or (tables[0] if tables else "")
+    return f"latency {name} (ms)".replace("  ", " ")
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class Results:
+    cards: list[tuple[str, str, str]]  # label, value, explanation
+    front_png: str | None
+    picks: Table
+    pick_note: str
+    regret_line: str | None
+    front: Table
+    progress_pngs: list[str]
+    generations: Table | None
+    commands_from: str
+    extra: list[str] = field(default_factory=list)
+
+
+def retrain_command(run: Path, cfg: dict[str, Any]) -> str:
+    """``moga retrain <run_dir>/config.yaml --pick``: the run's own resolved config, so the command needs no
+    other file and writes into this run's ``retrain/``."""
+    run_dir = cfg.get("run_dir") or (f"runs/{cfg['name']}" if cfg.get("name") else str(run))
+    return f"moga retrain {shlex.quote(str(Path(run_dir) / 'config.yaml'))} --pick"
+
+
+def pick_roles(front: pd.DataFrame, x: str) -> dict[int, list[str]]:
+    """Row label -> why it is worth picking: the knee, the best under each default budget, the fastest, the most
+    accurate (ties to the faster one)."""
+    roles: dict[int, list[str]] = {}
+
+    def add(idx: Any, role: str) -> None:
+        if idx is not None:
+            roles.setdefault(int(idx), []).append(role)
+
+    unit = "ms" if x.startswith("latency") else "M MACs"
+    scale = 1.0 if x.startswith("latency") else 1e-6
+    add(knee_index(front, x), "knee")
+    for budget, idx in best_under(front, x, default_budgets(front, x)).items():
+        add(idx, f"best ≤ {budget * scale:.3g} {unit}")
+    add(front[x].idxmin(), "fastest" if x.startswith("latency") else "smallest")
+    add(front.sort_values(["accuracy", x], ascending=[False, True]).index[0], "most accurate")
+    return roles
+
+
+def _front_columns(front: pd.DataFrame, tables: list[str]) -> list[tuple[str, str, Any]]:
+    """(column, header, formatter) of the front's numbers, in reading order."""
+    cols: list[tuple[str, str, Any]] = [("id", "id", count), ("accuracy", "accuracy (%)", number)]
+    if "true_accuracy" in front:
+        cols += [("true_accuracy", "true accuracy (%)", number), ("regret", "regret (pp)", number)]
+    cols += [(c, latency_label(c, tables), lambda v: number(v, 3)) for c in front if c.startswith("latency_ms")]
+    cols += [(c, h, f) for c, h, f in (("params", "params", millions), ("macs", "MACs", lambda v: millions(v, 1))) if c in front]
+    return cols
+
+
+def front_table(front: pd.DataFrame, tables: list[str], first: list[tuple[str, list[str]]] | None = None) -> Table:
+    """The front's rows as display strings; ``first``: leading (header, cell per row) columns."""
+    cols = _front_columns(front, tables)
+    lead = first or []
+    rows = [[cells[i] for _, cells in lead] + [fmt(row[c]) for c, _, fmt in cols] for i, (_, row) in enumerate(front.iterrows())]
+    return Table([h for h, _ in lead] + [h for _, h, _ in cols], rows, set(range(len(lead), len(lead) + len(cols))))
+
+
+def results(run: Path, cfg: dict[str, Any]) -> Results | None:
+    search = run / "search"
+    try:
+        front = read_front(search)
+    except UserError:
+        return None
+    tables = table_names(run, cfg)
+    x = latency_column(front) or ("macs" if "macs" in front else None)
+    history = read_csv(search / "history.csv")
+    gens = read_csv(search / "hypervolume.csv")
+    cards = [
+        ("architectures evaluated", count(len(history)) if history is not None else DASH, "by the search, each scored on every objective"),
+        ("on the Pareto front", count(len(front)), "no other evaluated model is better on every objective at once"),
+    ]
+    if gens is not None and len(gens):
+        last = gens.iloc[-1]
+        cards.append(("hypervolume reached", number(last.get("hypervolume"), 3), f"normalised objectives, after {count(last['generation'])} generations"))
+        if "hv_ratio" in gens and not is_missing(last["hv_ratio"]):
+            cards.append(("of the true front's hypervolume", number(100 * last["hv_ratio"], 1, unit=" %"), "the front re-scored with true accuracies"))
+    wall = sum(float(v.get("wall_s") or 0) for v in (read_json(run / "stages.json") or {}).values() if isinstance(v, dict))
+    if wall:
+        cards.append(("wall time", duration(wall), "every stage of `moga run`"))
+
+    command = retrain_command(run, cfg)
+    retrained = _retrained_rows(run)
+    picks = front_table(front.iloc[:0], tables)
+    pick_note = "the front has no latency or MACs column to pick along"
+    if x is not None and len(front):
+        roles = pick_roles(front, x)
+        chosen = front.loc[sorted(roles, key=lambda i: (front.loc[i, x], i))]
+        picks = front_table(chosen, tables, [("pick", [" · ".join(roles[int(i)]) for i in chosen.index])])
+        for _, row in chosen.iterrows():
+            done = retrained.get(int(row["id"]))
+            picks.notes.append([str(row["arch"]), f"{command} {int(row['id'])}", *([f"retrained: {done}"] if done else [])])
+        budgets = ", ".join(f"{b * (1.0 if x.startswith('latency') else 1e-6):.3g}" for b in default_budgets(front, x))
+        pick_note = (
+            f"knee: the best accuracy-for-{'latency' if x.startswith('latency') else 'MACs'} trade-off on the front; "
+            f"best ≤ B: the most accurate model within B (budgets at a quarter, half and three quarters of the front's range: {budgets})."
+        )
+    all_rows = front.sort_values([x, "id"]) if x else front
+    full = front_table(all_rows, tables)
+    for _, row in all_rows.iterrows():
+        full.notes.append([str(row["arch"])])
+    extra = []
+    if x is not None and "params" in front:
+        n2 = len(two_d_front(front, x))
+        extra.append(f"{n2} of the {len(front)} front models are on the accuracy-vs-{x.split('_')[0]} front alone; the rest are there for their parameter count.")
+    return Results(
+        cards=cards,
+        front_png=png_data_uri(search / "pareto.png"),
+        picks=picks,
+        pick_note=pick_note,
+        regret_line=regret_summary(front.assign(mark=_marks(front, x))) if x else None,
+        front=full,
+        progress_pngs=[u for u in (png_data_uri(search / "hypervolume.png"), png_data_uri(search / "pareto_pairs.png")) if u],
+        generations=_generations(gens),
+        commands_from=command.rsplit(" ", 1)[0],
+        extra=extra,
+    )
+
+
+def _marks(front: pd.DataFrame, x: str) -> pd.Series:
+    marks = pd.Series("", index=front.index)
+    knee = knee_index(front, x)
+    if knee is not None:
+        marks[knee] = "knee"
+    return marks
+
+
+def _retrained_rows(run: Path) -> dict[int, str]:
+    """Front row id -> ``test accuracy 71.2 % (arch id …)`` for the picks already retrained."""
+    summary = read_csv(run / "retrain" / "summary.csv")
+    out: dict[int, str] = {}
+    if summary is None or "source" not in summary:
+        return out
+    for _, row in summary.iterrows():
+        kind, _, value = str(row["source"]).partition(" ")
+        if kind == "row" and value.isdigit():
+            out[int(value)] = f"test accuracy {number(row.get('test_acc'))} % (retrain/{row.get('arch_id', '')}/)"
+    return out
+
+
+def _generations(gens: pd.DataFrame | None) -> Table | None:
+    if gens is None or gens.empty:
+        return None
+    spec = [
+        ("generation", "generation", count),
+        ("evaluated", "new architectures", count),
+        ("total_evaluated", "evaluated so far", count),
+        ("eval_s", "evaluation time", duration),
+        ("bookkeeping_s", "search overhead", duration),
+        ("hypervolume", "hypervolume", lambda v: number(v, 4)),
+        ("hv_ratio", "hv ratio", lambda v: number(v, 3)),
+        ("igd", "IGD", lambda v: number(v, 4)),
+        ("front_size", "front size", count),
+    ]
+    spec = [s for s in spec if s[0] in gens]
+    rows = [[fmt(row[c]) for c, _, fmt in spec] for _, row in gens.iterrows()]
+    return Table([h for _, h, _ in spec], rows, set(range(len(spec))))
+
+
+# ----------------------------------------------------------------------------- cost per stage
+STAGE_FILES = {
+    "lut": "lut/",
+    "supernet": "supernet/ (supernet.pt, curves.csv, fairness.json)",
+    "search": "search/ (pareto.csv, history.csv, hypervolume.csv)",
+}
+
+
+def stage_costs(run: Path) -> Table | None:
+    stages = read_json(run / "stages.json") or {}
+    rows = []
+    for name, entry in stages.items():
+        if not isinstance(entry, dict):
+            continue
+        rows.append([name, words(entry.get("status", DASH)), duration(entry.get("wall_s")), _stage_work(run, name, entry), _stage_files(run, name)])
+    summary = read_csv(run / "retrain" / "summary.csv")
+    if summary is not None and len(summary):
+        wall = summary["train_wall_s"].sum() if "train_wall_s" in summary else None
+        rows.append(["retrain", "done", duration(wall), f"{len(summary)} model(s) trained from scratch (training time)", "retrain/ (summary.csv, <arch id>/)"])
+    for report in _rankcorr_reports(run):
+        rows.append(["rank-corr", "done", _rankcorr_wall(report[1]), _rankcorr_work(report[1]), f"{report[0].relative_to(run)}/"])
+    if not rows:
+        return None
+    return Table(["stage", "status", "wall time", "what it did", "files"], rows, {2})
+
+
+def _stage_work(run: Path, name: str, entry: dict[str, Any]) -> str:
+    if name == "lut":
+        tables = entry.get("tables") or {}
+        return "; ".join(f"table {t}: {count(n)} entries" for t, n in tables.items()) if isinstance(tables, dict) else words(tables)
+    if name == "supernet":
+        curves = read_csv(run / "supernet" / "curves.csv")
+        text = f"{count(entry.get('steps'))} steps, {words(entry.get('sampler', DASH))} sampler"
+        if curves is not None and "images_per_s" in curves and len(curves) > 1:
+            text += f", {number(curves['images_per_s'].iloc[1:].mean(), 0)} path-images/s"
+        return text
+    if name == "search":
+        gens = read_csv(run / "search" / "hypervolume.csv")
+        text = f"{count(entry.get('evaluations'))} architectures evaluated, {count(entry.get('front_size'))} on the front"
+        if gens is not None and "eval_s" in gens:
+            text += f"; {len(gens)} generations, {duration(gens['eval_s'].sum())} scoring"
+        return text
+    known = {"hash", "status", "wall_s"}
+    return "; ".join(f"{k}: {words(v)}" for k, v in entry.items() if k not in known) or DASH
+
+
+def _stage_files(run: Path, name: str) -> str:
+    if name == "lut" and (run / "lut").is_dir():
+        return ", ".join(str(p.relative_to(run)) for p in sorted((run / "lut").iterdir()) if p.suffix == ".json" or p.is_dir()) or "lut/"
+    return STAGE_FILES.get(name, f"{name}/")
+
+
+# ----------------------------------------------------------------------------- supernet
+@dataclass
+class Fairness:
+    verdict: str
+    strict: bool
+    choices: list[str]
+    rows: list[tuple[str, list[tuple[str, float]], str]]  # layer, (count, shade 0..1) per choice, spread
+
+
+@dataclass
+class Supernet:
+    curves_png: str | None
+    facts: list[tuple[str, str]]
+    fairness: Fairness | None
+
+
+def supernet(run: Path, cfg: dict[str, Any]) -> Supernet | None:
+    folder = run / "supernet"
+    if not folder.is_dir():
+        return None
+    curves = read_csv(folder / "curves.csv")
+    facts: list[tuple[str, str]] = []
+    if curves is not None and len(curves):
+        tail = curves.tail(max(1, len(curves) // 10))
+        facts += [
+            ("steps", count(curves["step"].iloc[-1]) if "step" in curves else DASH),
+            ("training loss (last 10 % of steps)", number(tail["loss"].mean(), 3) if "loss" in tail else DASH),
+            ("training accuracy, paths of the step (last 10 %)", number(tail["train_acc"].mean(), 1, unit=" %") if "train_acc" in tail else DASH),
+            ("throughput", number(curves["images_per_s"].iloc[1:].mean(), 0, unit=" path-images/s") if len(curves) > 1 else DASH),
+            ("training time", duration(curves["elapsed_s"].iloc[-1]) if "elapsed_s" in curves else DASH),
+        ]
+    facts.append(("random-path accuracy", _random_path_accuracy(run, curves, cfg)))
+    return Supernet(png_data_uri(folder / "curves.png"), facts, fairness(read_json(folder / "fairness.json")))
+
+
+def _random_path_accuracy(run: Path, curves: pd.DataFrame | None, cfg: dict[str, Any]) -> str:
+    """The last validation of fixed random paths during training, else the search's estimates (its first
+    generation holds random paths too, but not only), else why there is none."""
+    if curves is not None and "val_acc" in curves and curves["val_acc"].notna().any():
+        last = curves.dropna(subset=["val_acc"]).iloc[-1]
+        best = f", best path {number(last['val_acc_best'], 1)} %" if "val_acc_best" in curves and not is_missing(last["val_acc_best"]) else ""
+        paths = (cfg.get("supernet") or {}).get("eval_paths")
+        return f"{number(last['val_acc'], 1)} % mean over {paths or 'the'} random paths at step {count(last['step'])}{best}"
+    history = read_csv(run / "search" / "history.csv")
+    note = "not validated during training (supernet.eval_every: 0)"
+    if history is not None and "accuracy" in history and len(history):
+        acc = history["accuracy"]
+        note += (
+            f"; the search's estimates over its {len(acc)} paths: median {number(acc.median(), 1)} %, "
+            f"range {number(acc.min(), 1)} to {number(acc.max(), 1)} %"
+        )
+    return note
+
+
+def fairness(audit: dict[str, Any] | None) -> Fairness | None:
+    layers = (audit or {}).get("layers")
+    if not isinstance(layers, list) or not layers:
+        return None
+    choices: list[str] = []
+    for layer in layers:
+        choices += [c for c in layer.get("counts", {}) if c not in choices]
+    top = max((max(layer["counts"].values(), default=0) for layer in layers), default=0) or 1
+    rows = []
+    for layer in layers:
+        counts = layer.get("counts", {})
+        cells = [(count(counts[c]), counts[c] / top) if c in counts else (DASH, 0.0) for c in choices]
+        rows.append((str(layer.get("layer", "")), cells, count(layer.get("spread"))))
+    spread = max(int(layer.get("spread", 0)) for layer in layers)
+    step = audit.get("max_step_spread")
+    held = bool(audit.get("strict")) and spread <= 1
+    sampler, steps = audit.get("sampler", "?"), count(audit.get("steps"))
+    if held:
+        verdict = f"Strictly fair: over {steps} steps of the {sampler} sampler every choice of every layer was trained equally often (within one update; largest spread in a step {count(step)})."
+    else:
+        verdict = f"Not strictly fair ({sampler} sampler, {steps} steps): a layer's choices were trained up to {count(spread)} updates apart."
+    return Fairness(verdict, held, choices, rows)
+
+
+# ----------------------------------------------------------------------------- latency tables
+@dataclass
+class LatencyTableView:
+    name: str
+    summary: list[tuple[str, str]]
+    validation_png: str | None
+    validation: Table | None
+    header_json: str
+    spec_json: str
+
+
+def latency_tables(run: Path, cfg: dict[str, Any]) -> list[LatencyTableView]:
+    return [view for name in table_names(run, cfg) if (view := latency_table(run, name)) is not None]
+
+
+def latency_table(run: Path, name: str) -> LatencyTableView | None:
+    data = read_json(run / "lut" / f"{name}.json")
+    if data is None:
+        return None
+    header = dict(data.get("header") or {})
+    spec = header.pop("space_spec", None)
+    protocol = header.get("protocol") or {}
+    calib = data.get("calibration")
+    summary = [
+        ("device", words(header.get("device", DASH))),
+        ("runtime", f"{words(header.get('runtime', DASH))} {words(header.get('runtime_version', ''))}".strip()),
+        ("provider", words(header.get("provider", DASH))),
+        ("threads · batch · dtype", f"{words(header.get('threads', DASH))} · {words(header.get('batch', DASH))} · {words(header.get('dtype', DASH))}"),
+        ("entries", count(len(data.get("entries") or {}))),
+        ("space", f"{words(header.get('space', DASH))} at {words(header.get('resolution', DASH))}², width {words(header.get('width_mult', DASH))}, {words(header.get('variant', DASH))}"),
+        ("protocol", ", ".join(f"{k} {words(v)}" for k, v in protocol.items()) if isinstance(protocol, dict) else words(protocol)),
+        ("machine", f"{words(header.get('cpu_model', DASH))} ({words(header.get('hostname', DASH))})"),
+        ("measured", words(header.get("date", DASH))),
+        ("calibration", _calibration(calib)),
+    ]
+    folder = run / "lut" / f"{name}_validation"
+    return LatencyTableView(
+        name=name,
+        summary=summary,
+        validation_png=png_data_uri(folder / "validation.png"),
+        validation=_validation(read_json(folder / "validation.json")),
+        header_json=json.dumps(header, indent=2),
+        spec_json=json.dumps(spec, indent=2) if spec is not None else "",
+    )
+
+
+def _calibration(calib: Any) -> str:
+    if not isinstance(calib, dict) or is_missing(calib.get("slope")):
+        return "none: a network's latency is the sum of its layers' entries"
+    sign = "−" if float(calib.get("intercept", 0)) < 0 else "+"
+    text = f"predicted = {number(calib['slope'], 4)} × sum {sign} {number(abs(float(calib.get('intercept', 0))), 4)} ms"
+    return text + (f", fitted on {count(calib['fitted_on'])} networks" if not is_missing(calib.get("fitted_on")) else "")
+
+
+def _validation(report: dict[str, Any] | None) -> Table | None:
+    held = (report or {}).get("held_out")
+    if not isinstance(held, dict):
+        return None
+    rows = []
+    for name in ("raw", "calibrated"):
+        m = held.get(name)
+        if isinstance(m, dict):
+            rows.append([f"{name} sum", number(m.get("mape"), 2, unit=" %"), number(m.get("within_5"), 1, unit=" %"), number(m.get("within_10"), 1, unit=" %"), number(m.get("tau"), 3)])
+    noise = held.get("noise")
+    if isinstance(noise, dict):
+        rows.append(["second pass vs first (noise)", number(noise.get("pass2_mape"), 2, unit=" %"), number(noise.get("pass2_within_5"), 1, unit=" %"), DASH, number(noise.get("tau"), 3)])
+    return Table(["held-out networks", "MAPE", "within ±5 %", "within ±10 %", "Kendall τ"], rows, {1, 2, 3, 4}) if rows else None
+
+
+# ----------------------------------------------------------------------------- retrained models, rank correlation
+RETRAIN_COLUMNS = {
+    "arch_id": ("arch id", str),
+    "source": ("from", str),
+    "test_acc": ("test accuracy (%)", number),
+    "supernet_acc": ("supernet estimate (%)", number),
+    "benchmark_acc": ("benchmark accuracy (%)", number),
+    "params": ("params", millions),
+    "macs": ("MACs", lambda v: millions(v, 1)),
+    "measured_latency_ms": ("measured latency (ms)", lambda v: number(v, 3)),
+    "epochs": ("epochs", lambda v: number(v, 1)),
+    "train_wall_s": ("training time", duration),
+}
+
+
+def retrained(run: Path, cfg: dict[str, Any]) -> Table | None:
+    summary = read_csv(run / "retrain" / "summary.csv")
+    if summary is None or summary.empty:
+        return None
+    tables = table_names(run, cfg)
+    spec = []
+    for c in RETRAIN_COLUMNS:
+        if c == "measured_latency_ms":  # the tables' predictions first, then the measurement
+            spec += [(t, f"{latency_label(t, tables)[:-5]} table (ms)", lambda v: number(v, 3)) for t in summary if t.startswith("latency_ms")]
+        if c in summary:
+            spec.append((c, *RETRAIN_COLUMNS[c]))
+    table = Table([h for _, h, _ in spec], [], {i for i, (c, _, _) in enumerate(spec) if c not in ("arch_id", "source")})
+    for _, row in summary.iterrows():
+        table.rows.append([DASH if is_missing(row[c]) else fmt(row[c]) for c, _, fmt in spec])
+        table.notes.append([str(row["arch"])] if "arch" in summary else [])
+    return table
+
+
+@dataclass
+class RankCorr:
+    title: str
+    png: str | None
+    facts: list[tuple[str, str]]
+    stats: Table
+
+
+def _rankcorr_reports(run: Path) -> list[tuple[Path, dict[str, Any]]]:
+    folder = run / "rankcorr"
+    dirs = [folder, *sorted(folder.glob("benchmark_*"))] if folder.is_dir() else []
+    return [(d, r) for d in dirs if (r := read_json(d / "rankcorr.json")) is not None]
+
+
+def _rankcorr_wall(report: dict[str, Any]) -> str:
+    scoring = report.get("scoring") or {}
+    return duration(scoring.get("wall_seconds")) if scoring else DASH
+
+
+def _rankcorr_work(report: dict[str, Any]) -> str:
+    if report.get("benchmark"):
+        return f"{count(report.get('models'))} networks of {report['benchmark']} scored by the supernet"
+    return f"{count(report.get('models'))} models trained from scratch × {count(report.get('seeds', 1))} seed(s)"
+
+
+def rank_correlations(run: Path) -> list[RankCorr]:
+    out = []
+    for folder, report in _rankcorr_reports(run):
+        bench = report.get("benchmark")
+        rows = [["supernet estimate", interval(report.get("kendall_tau")), interval(report.get("spearman_rho")), interval(report.get("top_k_overlap"))]]
+        if isinstance(report.get("supernet_neg_loss"), dict):
+            rows.append(["supernet, minus cross-entropy", interval(report["supernet_neg_loss"].get("kendall_tau")), interval(report["supernet_neg_loss"].get("spearman_rho")), DASH])
+        for proxy, stats in (report.get("proxies") or {}).items():
+            rows.append([f"{proxy} (no training)", interval(stats.get("kendall_tau")), interval(stats.get("spearman_rho")), DASH])
+        if isinstance(report.get("seed_to_seed_tau"), dict):
+            rows.append(["ceiling: seed-to-seed τ of the ground truth", interval(report["seed_to_seed_tau"]), DASH, DASH])
+        truth = report.get("true_acc") or report.get("standalone_acc") or DASH
+        facts = [
+            ("models", count(report.get("models"))),
+            ("estimate", words(report.get("supernet_acc", DASH))),
+            ("ground truth", words(truth)),
+            ("top-k", count(report.get("top_k"))),
+        ]
+        boot = report.get("bootstrap") or {}
+        if boot:
+            facts.append(("intervals", f"{words(boot.get('interval', DASH))} bootstrap, {count(boot.get('resamples'))} resamples"))
+        out.append(
+            RankCorr(
+                title=f"against {bench}" if bench else "against standalone training",
+                png=png_data_uri(folder / "rankcorr.png"),
+                facts=facts,
+                stats=Table(["ranked by", "Kendall τ", "Spearman ρ", f"top-{count(report.get('top_k'))} overlap"], rows, {1, 2, 3}),
+            )
+        )
+    return out
