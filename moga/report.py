@@ -57,7 +57,9 @@ def _subtitle(cfg: dict[str, Any]) -> list[str]:
     space = cfg.get("space") or {}
     facts = []
     if space:
-        facts.append(f"space {Path(str(space.get('name', '?'))).stem} at {space.get('resolution', '?')}², {space.get('num_classes', '?')} classes")
+        facts.append(
+            f"space {Path(str(space.get('name', '?'))).stem} at {space.get('resolution', '?')}², {space.get('num_classes', '?')} classes"
+        )
     if cfg.get("data"):
         facts.append(f"data {cfg['data'].get('kind', '?')}")
     if cfg.get("device"):
@@ -75,7 +77,7 @@ def render_report(run_dir: str | Path) -> str:
     cfg, config_text = _config(run)
     context: dict[str, Any] = {
         "results": sections.results(run, cfg),
-        "costs": sections.stage_costs(run),
+        "costs": sections.stage_costs(run, cfg),
         "supernet": sections.supernet(run, cfg),
         "tables": sections.latency_tables(run, cfg),
         "retrained": sections.retrained(run, cfg),
@@ -84,8 +86,10 @@ def render_report(run_dir: str | Path) -> str:
     }
     nav = [(key, title) for key, title in SECTION_TITLES.items() if context[key]]
     name = str(cfg.get("name") or run.name)
-    return _environment().get_template("report.html").render(
-        name=name, run_dir=str(run), subtitle=_subtitle(cfg), nav=nav, titles=SECTION_TITLES, **context
+    return (
+        _environment()
+        .get_template("report.html")
+        .render(name=name, run_dir=str(run), subtitle=_subtitle(cfg), nav=nav, titles=SECTION_TITLES, **context)
     )
 
 

@@ -47,8 +47,13 @@ def count(value: Any) -> str:
     return number(value, 0)
 
 
-def millions(value: Any, digits: int = 2) -> str:
-    return number(value, digits, 1e-6, " M")
+def scaled(value: Any, digits: int = 2) -> str:
+    """A count with a prefix: ``2.50 M``, ``1.73 k`` (parameters, multiply-adds)."""
+    if is_missing(value) or isinstance(value, bool):
+        return DASH
+    v = abs(float(value))
+    scale, unit = next(((s, u) for s, u in ((1e9, " G"), (1e6, " M"), (1e3, " k")) if v >= s), (1.0, ""))
+    return number(value, digits if scale > 1 else 0, 1 / scale, unit)
 
 
 def duration(seconds: Any) -> str:
@@ -56,6 +61,8 @@ def duration(seconds: Any) -> str:
     if is_missing(seconds):
         return DASH
     s = float(seconds)
+    if s < 0.1:
+        return "< 0.1 s"
     if s < 60:
         return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
     if s < 3600:
@@ -83,7 +90,7 @@ def interval(stat: Mapping[str, Any] | None, digits: int = 3) -> str:
     if not stat or is_missing(stat.get("value")):
         return DASH
     text = number(stat["value"], digits)
-    lo, hi = (list(stat.get("ci95") or []) + [None, None])[:2]
+    lo, hi = [*(stat.get("ci95") or []), None, None][:2]
     if not is_missing(lo) and not is_missing(hi):
         text += f" (95% CI {number(lo, digits)} to {number(hi, digits)})"
     return text

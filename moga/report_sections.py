@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from moga.front import best_under, default_budgets, knee_index, latency_column, read_front, regret_summary, two_d_front
-from moga.report_format import DASH, Table, count, duration, interval, is_missing, millions, number, png_data_uri, words
+from moga.report_format import DASH, Table, count, duration, interval, is_missing, number, png_data_uri, scaled, words
 from supernet.errors import UserError
 
 
@@ -96,7 +96,7 @@ def _front_columns(front: pd.DataFrame, tables: list[str]) -> list[tuple[str, st
     if "true_accuracy" in front:
         cols += [("true_accuracy", "true accuracy (%)", number), ("regret", "regret (pp)", number)]
     cols += [(c, latency_label(c, tables), lambda v: number(v, 3)) for c in front if c.startswith("latency_ms")]
-    cols += [(c, h, f) for c, h, f in (("params", "params", millions), ("macs", "MACs", lambda v: millions(v, 1))) if c in front]
+    cols += [(c, h, f) for c, h, f in (("params", "params", scaled), ("macs", "MACs", lambda v: scaled(v, 1))) if c in front]
     return cols
 
 
@@ -124,9 +124,21 @@ def results(run: Path, cfg: dict[str, Any]) -> Results | None:
     ]
     if gens is not None and len(gens):
         last = gens.iloc[-1]
-        cards.append(("hypervolume reached", number(last.get("hypervolume"), 3), f"normalised objectives, after {count(last['generation'])} generations"))
+        cards.append(
+            (
+                "hypervolume reached",
+                number(last.get("hypervolume"), 3),
+                f"normalised objectives, after {count(last['generation'])} generations",
+            )
+        )
         if "hv_ratio" in gens and not is_missing(last["hv_ratio"]):
-            cards.append(("of the true front's hypervolume", number(100 * last["hv_ratio"], 1, unit=" %"), "the front re-scored with true accuracies"))
+            cards.append(
+                (
+                    "of the true front's hypervolume",
+                    number(100 * last["hv_ratio"], 1, unit=" %"),
+                    "the front re-scored with true accuracies",
+                )
+            )
     wall = sum(float(v.get("wall_s") or 0) for v in (read_json(run / "stages.json") or {}).values() if isinstance(v, dict))
     if wall:
         cards.append(("wall time", duration(wall), "every stage of `moga run`"))
@@ -154,7 +166,9 @@ def results(run: Path, cfg: dict[str, Any]) -> Results | None:
     extra = []
     if x is not None and "params" in front:
         n2 = len(two_d_front(front, x))
-        extra.append(f"{n2} of the {len(front)} front models are on the accuracy-vs-{x.split('_')[0]} front alone; the rest are there for their parameter count.")
+        extra.append(
+            f"{n2} of the {len(front)} front models are on the accuracy-vs-{x.split('_')[0]} front alone; the rest are there for their parameter count."
+        )
     return Results(
         cards=cards,
         front_png=png_data_uri(search / "pareto.png"),
@@ -217,17 +231,37 @@ STAGE_FILES = {
 }
 
 
-def stage_costs(run: Path) -> Table | None:
+def stage_costs(run: Path, cfg: dict[str, Any]) -> Table | None:
     stages = read_json(run / "stages.json") or {}
     rows = []
     for name, entry in stages.items():
         if not isinstance(entry, dict):
             continue
-        rows.append([name, words(entry.get("status", DASH)), duration(entry.get("wall_s")), _stage_work(run, name, entry), _stage_files(run, name)])
+        if name == "search" and "supernet" not in stages and (cfg.get("search") or {}).get("accuracy") == "benchmark":
+            rows.append(
+                [
+                    "supernet",
+                    "skipped",
+                    DASH,
+                    "not needed: accuracies read from the space's benchmark table (search.accuracy: benchmark)",
+                    DASH,
+                ]
+            )
+        rows.append(
+            [name, words(entry.get("status", DASH)), duration(entry.get("wall_s")), _stage_work(run, name, entry), _stage_files(run, name)]
+        )
     summary = read_csv(run / "retrain" / "summary.csv")
     if summary is not None and len(summary):
         wall = summary["train_wall_s"].sum() if "train_wall_s" in summary else None
-        rows.append(["retrain", "done", duration(wall), f"{len(summary)} model(s) trained from scratch (training time)", "retrain/ (summary.csv, <arch id>/)"])
+        rows.append(
+            [
+                "retrain",
+                "done",
+                duration(wall),
+                f"{len(summary)} model(s) trained from scratch (training time)",
+                "retrain/ (summary.csv, <arch id>/)",
+            ]
+        )
     for report in _rankcorr_reports(run):
         rows.append(["rank-corr", "done", _rankcorr_wall(report[1]), _rankcorr_work(report[1]), f"{report[0].relative_to(run)}/"])
     if not rows:
@@ -288,7 +322,10 @@ def supernet(run: Path, cfg: dict[str, Any]) -> Supernet | None:
         facts += [
             ("steps", count(curves["step"].iloc[-1]) if "step" in curves else DASH),
             ("training loss (last 10 % of steps)", number(tail["loss"].mean(), 3) if "loss" in tail else DASH),
-            ("training accuracy, paths of the step (last 10 %)", number(tail["train_acc"].mean(), 1, unit=" %") if "train_acc" in tail else DASH),
+            (
+                "training accuracy, paths of the step (last 10 %)",
+                number(tail["train_acc"].mean(), 1, unit=" %") if "train_acc" in tail else DASH,
+            ),
             ("throughput", number(curves["images_per_s"].iloc[1:].mean(), 0, unit=" path-images/s") if len(curves) > 1 else DASH),
             ("training time", duration(curves["elapsed_s"].iloc[-1]) if "elapsed_s" in curves else DASH),
         ]
@@ -301,7 +338,9 @@ def _random_path_accuracy(run: Path, curves: pd.DataFrame | None, cfg: dict[str,
     generation holds random paths too, but not only), else why there is none."""
     if curves is not None and "val_acc" in curves and curves["val_acc"].notna().any():
         last = curves.dropna(subset=["val_acc"]).iloc[-1]
-        best = f", best path {number(last['val_acc_best'], 1)} %" if "val_acc_best" in curves and not is_missing(last["val_acc_best"]) else ""
+        best = (
+            f", best path {number(last['val_acc_best'], 1)} %" if "val_acc_best" in curves and not is_missing(last["val_acc_best"]) else ""
+        )
         paths = (cfg.get("supernet") or {}).get("eval_paths")
         return f"{number(last['val_acc'], 1)} % mean over {paths or 'the'} random paths at step {count(last['step'])}{best}"
     history = read_csv(run / "search" / "history.csv")
@@ -335,7 +374,9 @@ def fairness(audit: dict[str, Any] | None) -> Fairness | None:
     if held:
         verdict = f"Strictly fair: over {steps} steps of the {sampler} sampler every choice of every layer was trained equally often (within one update; largest spread in a step {count(step)})."
     else:
-        verdict = f"Not strictly fair ({sampler} sampler, {steps} steps): a layer's choices were trained up to {count(spread)} updates apart."
+        verdict = (
+            f"Not strictly fair ({sampler} sampler, {steps} steps): a layer's choices were trained up to {count(spread)} updates apart."
+        )
     return Fairness(verdict, held, choices, rows)
 
 
@@ -366,9 +407,15 @@ def latency_table(run: Path, name: str) -> LatencyTableView | None:
         ("device", words(header.get("device", DASH))),
         ("runtime", f"{words(header.get('runtime', DASH))} {words(header.get('runtime_version', ''))}".strip()),
         ("provider", words(header.get("provider", DASH))),
-        ("threads · batch · dtype", f"{words(header.get('threads', DASH))} · {words(header.get('batch', DASH))} · {words(header.get('dtype', DASH))}"),
+        (
+            "threads · batch · dtype",
+            f"{words(header.get('threads', DASH))} · {words(header.get('batch', DASH))} · {words(header.get('dtype', DASH))}",
+        ),
         ("entries", count(len(data.get("entries") or {}))),
-        ("space", f"{words(header.get('space', DASH))} at {words(header.get('resolution', DASH))}², width {words(header.get('width_mult', DASH))}, {words(header.get('variant', DASH))}"),
+        (
+            "space",
+            f"{words(header.get('space', DASH))} at {words(header.get('resolution', DASH))}², width {words(header.get('width_mult', DASH))}, {words(header.get('variant', DASH))}",
+        ),
         ("protocol", ", ".join(f"{k} {words(v)}" for k, v in protocol.items()) if isinstance(protocol, dict) else words(protocol)),
         ("machine", f"{words(header.get('cpu_model', DASH))} ({words(header.get('hostname', DASH))})"),
         ("measured", words(header.get("date", DASH))),
@@ -401,10 +448,26 @@ def _validation(report: dict[str, Any] | None) -> Table | None:
     for name in ("raw", "calibrated"):
         m = held.get(name)
         if isinstance(m, dict):
-            rows.append([f"{name} sum", number(m.get("mape"), 2, unit=" %"), number(m.get("within_5"), 1, unit=" %"), number(m.get("within_10"), 1, unit=" %"), number(m.get("tau"), 3)])
+            rows.append(
+                [
+                    f"{name} sum",
+                    number(m.get("mape"), 2, unit=" %"),
+                    number(m.get("within_5"), 1, unit=" %"),
+                    number(m.get("within_10"), 1, unit=" %"),
+                    number(m.get("tau"), 3),
+                ]
+            )
     noise = held.get("noise")
     if isinstance(noise, dict):
-        rows.append(["second pass vs first (noise)", number(noise.get("pass2_mape"), 2, unit=" %"), number(noise.get("pass2_within_5"), 1, unit=" %"), DASH, number(noise.get("tau"), 3)])
+        rows.append(
+            [
+                "second pass vs first (noise)",
+                number(noise.get("pass2_mape"), 2, unit=" %"),
+                number(noise.get("pass2_within_5"), 1, unit=" %"),
+                DASH,
+                number(noise.get("tau"), 3),
+            ]
+        )
     return Table(["held-out networks", "MAPE", "within ±5 %", "within ±10 %", "Kendall τ"], rows, {1, 2, 3, 4}) if rows else None
 
 
@@ -415,8 +478,8 @@ RETRAIN_COLUMNS = {
     "test_acc": ("test accuracy (%)", number),
     "supernet_acc": ("supernet estimate (%)", number),
     "benchmark_acc": ("benchmark accuracy (%)", number),
-    "params": ("params", millions),
-    "macs": ("MACs", lambda v: millions(v, 1)),
+    "params": ("params", scaled),
+    "macs": ("MACs", lambda v: scaled(v, 1)),
     "measured_latency_ms": ("measured latency (ms)", lambda v: number(v, 3)),
     "epochs": ("epochs", lambda v: number(v, 1)),
     "train_wall_s": ("training time", duration),
@@ -431,7 +494,9 @@ def retrained(run: Path, cfg: dict[str, Any]) -> Table | None:
     spec = []
     for c in RETRAIN_COLUMNS:
         if c == "measured_latency_ms":  # the tables' predictions first, then the measurement
-            spec += [(t, f"{latency_label(t, tables)[:-5]} table (ms)", lambda v: number(v, 3)) for t in summary if t.startswith("latency_ms")]
+            spec += [
+                (t, f"{latency_label(t, tables)[:-5]} table (ms)", lambda v: number(v, 3)) for t in summary if t.startswith("latency_ms")
+            ]
         if c in summary:
             spec.append((c, *RETRAIN_COLUMNS[c]))
     table = Table([h for _, h, _ in spec], [], {i for i, (c, _, _) in enumerate(spec) if c not in ("arch_id", "source")})
@@ -470,9 +535,23 @@ def rank_correlations(run: Path) -> list[RankCorr]:
     out = []
     for folder, report in _rankcorr_reports(run):
         bench = report.get("benchmark")
-        rows = [["supernet estimate", interval(report.get("kendall_tau")), interval(report.get("spearman_rho")), interval(report.get("top_k_overlap"))]]
+        rows = [
+            [
+                "supernet estimate",
+                interval(report.get("kendall_tau")),
+                interval(report.get("spearman_rho")),
+                interval(report.get("top_k_overlap")),
+            ]
+        ]
         if isinstance(report.get("supernet_neg_loss"), dict):
-            rows.append(["supernet, minus cross-entropy", interval(report["supernet_neg_loss"].get("kendall_tau")), interval(report["supernet_neg_loss"].get("spearman_rho")), DASH])
+            rows.append(
+                [
+                    "supernet, minus cross-entropy",
+                    interval(report["supernet_neg_loss"].get("kendall_tau")),
+                    interval(report["supernet_neg_loss"].get("spearman_rho")),
+                    DASH,
+                ]
+            )
         for proxy, stats in (report.get("proxies") or {}).items():
             rows.append([f"{proxy} (no training)", interval(stats.get("kendall_tau")), interval(stats.get("spearman_rho")), DASH])
         if isinstance(report.get("seed_to_seed_tau"), dict):
