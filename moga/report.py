@@ -1,6 +1,6 @@
 """``report.html``: the page a user opens after ``moga run``, results first.
 
-A pure function of the run directory: its files are read (``moga.report_sections``), turned into display
+A pure function of the run directory: its files are read (``moga.report_results``, ``moga.report_sections``), turned into display
 strings (``moga.report_format``) and rendered with the Jinja2 template ``moga/templates/report.html`` into
 one self-contained page (PNGs inlined as ``data:`` URIs, no script, no network). Section order: results
 (front plot, the models worth picking with their retrain commands, evaluations, hypervolume), cost per stage,
@@ -17,6 +17,7 @@ import jinja2
 import yaml
 
 from moga import report_sections as sections
+from moga.report_results import results
 from supernet.errors import UserError
 from supernet.io import atomic_write_text
 
@@ -76,7 +77,7 @@ def render_report(run_dir: str | Path) -> str:
         raise UserError(f"no run directory at {run}")
     cfg, config_text = _config(run)
     context: dict[str, Any] = {
-        "results": sections.results(run, cfg),
+        "results": results(run, cfg),
         "costs": sections.stage_costs(run, cfg),
         "supernet": sections.supernet(run, cfg),
         "tables": sections.latency_tables(run, cfg),
