@@ -168,7 +168,7 @@ def _random_path_accuracy(run: Path, curves: pd.DataFrame | None, cfg: dict[str,
         paths = (cfg.get("supernet") or {}).get("eval_paths")
         return f"{number(last['val_acc'], 1)} % mean over {paths or 'the'} random paths at step {count(last['step'])}{best}"
     history = read_csv(run / "search" / "history.csv")
-    note = "not validated during training (supernet.eval_every: 0)"
+    note = "not measured (supernet.eval_paths: 0)"
     if history is not None and "accuracy" in history and len(history):
         acc = history["accuracy"]
         note += (

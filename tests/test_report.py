@@ -221,3 +221,21 @@ def test_display_values():
     assert duration(0.01) == "< 0.1 s"
     assert interval({"value": 0.41234, "ci95": [0.3, None]}) == "0.412" and interval({"value": None, "ci95": [None, None]}) == DASH
     assert interval({"value": 0.5, "ci95": [0.25, 0.75]}) == "0.500 (95% CI 0.250 to 0.750)"
+
+
+def test_picks_of_a_front():
+    from moga.report_results import pick_roles
+
+    front = pd.DataFrame(
+        {
+            "id": [0, 1, 2, 3, 4],
+            "accuracy": [40.0, 60.0, 64.0, 66.0, 66.0],
+            "latency_ms": [1.0, 1.2, 2.0, 3.0, 3.5],
+            "macs": [1e6, 2e6, 3e6, 4e6, 5e6],
+        }
+    )
+    roles = pick_roles(front, "latency_ms")
+    assert roles == {0: ["fastest"], 1: ["knee", "best ≤ 1.62 ms"], 2: ["best ≤ 2.25 ms", "best ≤ 2.88 ms"], 3: ["most accurate"]}
+    assert 4 not in roles  # as accurate as row 3, slower
+    by_macs = pick_roles(front, "macs")
+    assert "smallest" in by_macs[0] and any(r.endswith("M MACs") for rs in by_macs.values() for r in rs)
