@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Headless screenshot of a run's report.html, and its page height at a given width.
 #
-#   bench/report_screenshot.sh RUN_DIR [OUT.png] [WIDTH] [HEIGHT]
+#   bench/report_screenshot.sh RUN_DIR|PAGE.html [OUT.png] [WIDTH] [HEIGHT]
 #
-# OUT.png defaults to RUN_DIR/report.png; WIDTH to 1400 px. HEIGHT: the screenshot's height; default the whole
+# RUN_DIR: its report.html (write it with `moga report RUN_DIR`); or any page. OUT.png defaults to report.png
+# beside the page; WIDTH to 1400 px. HEIGHT: the screenshot's height; default the whole
 # page (pass e.g. 1800 for the top part only). Prints "report.html: <bytes> bytes, page height <px> px at <WIDTH> px".
 # Needs Chromium (Debian: apt-get install -y chromium); without it, says so and exits 0.
 #
@@ -12,18 +13,18 @@
 # (the report itself is not changed). The screenshot is then taken with the window that tall.
 set -euo pipefail
 
-run=${1:?usage: bench/report_screenshot.sh RUN_DIR [OUT.png] [WIDTH] [HEIGHT]}
-out=${2:-$run/report.png}
+target=${1:?usage: bench/report_screenshot.sh RUN_DIR|PAGE.html [OUT.png] [WIDTH] [HEIGHT]}
+if [ -d "$target" ]; then report=$target/report.html; else report=$target; fi
+out=${2:-$(dirname "$report")/report.png}
 width=${3:-1400}
 height=${4:-}
-report=$run/report.html
 
 browser=$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)
 if [ -z "$browser" ]; then
     echo "report_screenshot: no Chromium on PATH (Debian: apt-get install -y chromium); nothing done"
     exit 0
 fi
-[ -f "$report" ] || { echo "report_screenshot: no $report (run: moga report $run)" >&2; exit 2; }
+[ -f "$report" ] || { echo "report_screenshot: no $report (write it with: moga report RUN_DIR)" >&2; exit 2; }
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -39,4 +40,4 @@ page=$("$browser" "${flags[@]}" --user-data-dir="$tmp/profile1" --window-size="$
 shot=${height:-$page}
 "$browser" "${flags[@]}" --user-data-dir="$tmp/profile2" --window-size="$width,$shot" --virtual-time-budget=10000 \
     --screenshot="$out" "file://$(realpath "$report")" >/dev/null 2>&1
-echo "report.html: $(stat -c %s "$report") bytes, page height $page px at $width px; screenshot ${width}x$shot -> $out"
+echo "$(basename "$report"): $(stat -c %s "$report") bytes, page height $page px at $width px; screenshot ${width}x$shot -> $out"
