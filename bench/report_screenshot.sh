@@ -13,17 +13,17 @@
 # (the report itself is not changed). The screenshot is then taken with the window that tall.
 set -euo pipefail
 
+browser=$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)
+if [ -z "$browser" ]; then
+    echo "report_screenshot: no Chromium on PATH (Debian: apt-get install -y chromium); nothing done"
+    exit 0
+fi
 target=${1:?usage: bench/report_screenshot.sh RUN_DIR|PAGE.html [OUT.png] [WIDTH] [HEIGHT]}
 if [ -d "$target" ]; then report=$target/report.html; else report=$target; fi
 out=${2:-$(dirname "$report")/report.png}
 width=${3:-1400}
 height=${4:-}
 
-browser=$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)
-if [ -z "$browser" ]; then
-    echo "report_screenshot: no Chromium on PATH (Debian: apt-get install -y chromium); nothing done"
-    exit 0
-fi
 [ -f "$report" ] || { echo "report_screenshot: no $report (write it with: moga report RUN_DIR)" >&2; exit 2; }
 
 tmp=$(mktemp -d)
