@@ -239,3 +239,11 @@ def test_picks_of_a_front():
     assert 4 not in roles  # as accurate as row 3, slower
     by_macs = pick_roles(front, "macs")
     assert "smallest" in by_macs[0] and any(r.endswith("M MACs") for rs in by_macs.values() for r in rs)
+
+
+def test_screenshot_script_without_chromium_says_so(tmp_path):
+    import subprocess
+
+    script = Path(__file__).parents[1] / "bench" / "report_screenshot.sh"
+    done = subprocess.run(["/bin/bash", str(script), str(tmp_path)], env={"PATH": str(tmp_path)}, capture_output=True, text=True)
+    assert done.returncode == 0 and "no Chromium" in done.stdout
