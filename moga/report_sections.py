@@ -96,7 +96,9 @@ def stage_costs(run: Path, cfg: dict[str, Any]) -> Table | None:
 def _stage_work(run: Path, name: str, entry: dict[str, Any]) -> str:
     if name == "lut":
         tables = entry.get("tables") or {}
-        return "; ".join(f"table {t}: {count(n)} entries" for t, n in tables.items()) if isinstance(tables, dict) else words(tables)
+        if not isinstance(tables, dict):
+            return words(tables)
+        return "; ".join(f"table {t}: {count(n)} entries{_measured_with(run, t)}" for t, n in tables.items())
     if name == "supernet":
         curves = read_csv(run / "supernet" / "curves.csv")
         text = f"{count(entry.get('steps'))} steps, {words(entry.get('sampler', DASH))} sampler"
@@ -111,6 +113,13 @@ def _stage_work(run: Path, name: str, entry: dict[str, Any]) -> str:
         return text
     known = {"hash", "status", "wall_s"}
     return "; ".join(f"{k}: {words(v)}" for k, v in entry.items() if k not in known) or DASH
+
+
+def _measured_with(run: Path, table: str) -> str:
+    header = (read_json(run / "lut" / f"{table}.json") or {}).get("header") or {}
+    if not header.get("runtime"):
+        return ""
+    return f" ({header['runtime']} {header.get('runtime_version', '')}, {words(header.get('threads', DASH))} thread(s), batch {words(header.get('batch', DASH))})"
 
 
 def _stage_files(run: Path, name: str) -> str:

@@ -155,7 +155,7 @@ def test_report_cells_are_clean(tiny_run):
     costs = page.section_tables("costs")[0]
     assert costs.headers == ["stage", "status", "wall time", "what it did", "files"]
     assert [row[0] for row in costs.rows[1:]] == ["lut", "supernet", "search", "retrain", "rank-corr"]
-    assert "table cpu: 15 entries" in costs.cells and any("path-images/s" in c for c in costs.cells)
+    assert "table cpu: 15 entries (fake 1, 1 thread(s), batch 1)" in costs.cells and any("path-images/s" in c for c in costs.cells)
 
 
 def test_report_supernet_and_latency_sections(tiny_run):
