@@ -221,6 +221,12 @@ def test_display_values():
     assert duration(0.01) == "< 0.1 s"
     assert interval({"value": 0.41234, "ci95": [0.3, None]}) == "0.412" and interval({"value": None, "ci95": [None, None]}) == DASH
     assert interval({"value": 0.5, "ci95": [0.25, 0.75]}) == "0.500 (95% CI 0.250 to 0.750)"
+    from moga.report_sections import latency_label
+
+    assert (
+        latency_label("latency_ms", ["cpu", "gpu"]) == "latency cpu (ms)"
+        and latency_label("latency_ms:gpu", ["cpu", "gpu"]) == "latency gpu (ms)"
+    )
 
 
 def test_picks_of_a_front():
