@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import base64
+import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 DASH = "–"
 
@@ -48,12 +51,14 @@ def count(value: Any) -> str:
 
 
 def scaled(value: Any, digits: int = 2) -> str:
-    """A count with a prefix: ``2.50 M``, ``1.73 k`` (parameters, multiply-adds)."""
+    """A count with a prefix: ``2.50 M``, ``17.3 k``, ``860 k`` (parameters, multiply-adds); ``digits``
+    decimals below 10, one fewer below 100, none above."""
     if is_missing(value) or isinstance(value, bool):
         return DASH
     v = abs(float(value))
     scale, unit = next(((s, u) for s, u in ((1e9, " G"), (1e6, " M"), (1e3, " k")) if v >= s), (1.0, ""))
-    return number(value, digits if scale > 1 else 0, 1 / scale, unit)
+    v /= scale
+    return number(value, (digits if v < 10 else max(0, digits - 1) if v < 100 else 0) if scale > 1 else 0, 1 / scale, unit)
 
 
 def duration(seconds: Any) -> str:
@@ -97,7 +102,19 @@ def interval(stat: Mapping[str, Any] | None, digits: int = 3) -> str:
 
 
 def png_data_uri(path: Path) -> str | None:
-    """The PNG inlined as a ``data:`` URI (the page needs no other file), or None when there is none."""
+    """The PNG inlined as a ``data:`` URI (the page needs no other file), or None when there is none.
+
+    Re-encoded with a 256-colour palette (flattened on white, no dithering): a plot keeps its look at about a
+    third of matplotlib's RGBA bytes. A file PIL cannot read is inlined as it is."""
     if not path.is_file():
         return None
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+    data = path.read_bytes()
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            flat = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img.convert("RGBA")).convert("RGB")
+        small = io.BytesIO()
+        flat.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(small, "PNG", optimize=True)
+        data = min(data, small.getvalue(), key=len)
+    except (OSError, ValueError):
+        pass
+    return "data:image/png;base64," + base64.b64encode(data).decode()

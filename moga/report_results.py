@@ -67,7 +67,7 @@ def _front_columns(front: pd.DataFrame, tables: list[str]) -> list[tuple[str, st
     if "true_accuracy" in front:
         cols += [("true_accuracy", "true accuracy (%)", number), ("regret", "regret (pp)", number)]
     cols += [(c, latency_label(c, tables), lambda v: number(v, 3)) for c in front if c.startswith("latency_ms")]
-    cols += [(c, h, f) for c, h, f in (("params", "params", scaled), ("macs", "MACs", lambda v: scaled(v, 1))) if c in front]
+    cols += [(c, h, f) for c, h, f in (("params", "params", scaled), ("macs", "MACs", scaled)) if c in front]
     return cols
 
 

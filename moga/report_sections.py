@@ -312,7 +312,7 @@ RETRAIN_COLUMNS = {
     "supernet_acc": ("supernet estimate (%)", number),
     "benchmark_acc": ("benchmark accuracy (%)", number),
     "params": ("params", scaled),
-    "macs": ("MACs", lambda v: scaled(v, 1)),
+    "macs": ("MACs", scaled),
     "measured_latency_ms": ("measured latency (ms)", lambda v: number(v, 3)),
     "epochs": ("epochs", lambda v: number(v, 1)),
     "train_wall_s": ("training time", duration),

@@ -215,7 +215,8 @@ def test_report_of_an_empty_or_missing_run(tmp_path, capsys):
 def test_display_values():
     assert number(float("nan")) == DASH and number(None) == DASH and number("x") == "x"
     assert number(1234.5678, 1, unit=" %") == "1,234.6 %"
-    assert scaled(2_500_000) == "2.50 M" and scaled(1732) == "1.73 k" and scaled(98_900_000, 1) == "98.9 M"
+    assert scaled(2_500_000) == "2.50 M" and scaled(1732) == "1.73 k" and scaled(859_910) == "860 k"
+    assert scaled(98_900_000, 1) == "99 M" and scaled(17_320) == "17.3 k" and scaled(12) == "12" and scaled(None) == DASH
     assert words({"cpu": 83, "gpu": {"a": [1, 2]}}) == "cpu 83, gpu a 1, 2" and words(None) == DASH and words(True) == "yes"
     assert duration(5.04) == "5.0 s" and duration(492) == "8 min 12 s" and duration(7500) == "2 h 05 min" and duration(math.nan) == DASH
     assert duration(0.01) == "< 0.1 s"
