@@ -254,3 +254,35 @@ def test_screenshot_script_without_chromium_says_so(tmp_path):
     script = Path(__file__).parents[1] / "bench" / "report_screenshot.sh"
     done = subprocess.run(["/bin/bash", str(script), str(tmp_path)], env={"PATH": str(tmp_path)}, capture_output=True, text=True)
     assert done.returncode == 0 and "no Chromium" in done.stdout
+
+
+def test_rank_correlation_against_a_benchmark_shows_baselines_and_ceiling(tmp_path):
+    """The benchmark mode's ``rankcorr.json`` (shape of ``moga.rankcorr.rank_correlation_benchmark``)."""
+    import json
+
+    from moga.report_sections import rank_correlations, stage_costs
+
+    stat = {"value": 0.5, "ci95": [0.4, 0.6]}
+    folder = tmp_path / "rankcorr" / "benchmark_nasbench_macro"
+    folder.mkdir(parents=True)
+    report = {
+        "kendall_tau": stat, "spearman_rho": stat, "top_k_overlap": {"value": None, "ci95": [None, None]}, "top_k": 10,
+        "bootstrap": {"resamples": 100, "seed": 0, "interval": "percentile, 95%"},
+        "proxies": {"flops": {"kendall_tau": stat, "spearman_rho": stat}, "params": {"kendall_tau": stat, "spearman_rho": stat}},
+        "supernet_neg_loss": {"kendall_tau": stat, "spearman_rho": stat}, "seed_to_seed_tau": {"value": 0.88, "ci95": [0.87, 0.89]},
+        "benchmark": "nasbench_macro", "models": 100, "scoring": {"wall_seconds": 75.0},
+        "supernet_acc": "SubnetEvaluator", "true_acc": "CIFAR-10: mean of the 3 seeds",
+    }  # fmt: skip
+    (folder / "rankcorr.json").write_text(json.dumps(report))
+    (view,) = rank_correlations(tmp_path)
+    assert view.title == "against nasbench_macro"
+    assert [row[0] for row in view.stats.rows] == [
+        "supernet estimate", "supernet, minus cross-entropy", "flops (no training)", "params (no training)",
+        "ceiling: seed-to-seed τ of the ground truth",
+    ]  # fmt: skip
+    assert view.stats.rows[0] == ["supernet estimate", "0.500 (95% CI 0.400 to 0.600)", "0.500 (95% CI 0.400 to 0.600)", DASH]
+    assert view.stats.rows[-1][1] == "0.880 (95% CI 0.870 to 0.890)"
+    costs = stage_costs(tmp_path, {})
+    assert costs is not None and costs.rows == [
+        ["rank-corr", "done", "1 min 15 s", "100 networks of nasbench_macro scored by the supernet", "rankcorr/benchmark_nasbench_macro/"]
+    ]
