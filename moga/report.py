@@ -1,98 +1,102 @@
-"""One self-contained HTML page summarising a run: config, cost per stage, fairness audit, latency-table
-validation, search progress, Pareto plots and retrained models. PNGs are embedded, so the page can be mailed."""
+"""``report.html``: the page a user opens after ``moga run``, results first.
+
+A pure function of the run directory: its files are read (``moga.report_results``, ``moga.report_sections``), turned into display
+strings (``moga.report_format``) and rendered with the Jinja2 template ``moga/templates/report.html`` into
+one self-contained page (PNGs inlined as ``data:`` URIs, no script, no network). Section order: results
+(front plot, the models worth picking with their retrain commands, evaluations, hypervolume), cost per stage,
+supernet (curves, fairness audit), latency tables, retrained models, rank correlation, resolved config.
+Sections whose stage has not run are left out. ``bench/report_screenshot.sh`` shows it in headless Chromium.
+"""
 
 from __future__ import annotations
 
-import base64
-import html
-import json
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
+import jinja2
+import yaml
 
-from moga.front import annotate, format_front, read_front
+from moga import report_sections as sections
+from moga.report_results import results
 from supernet.errors import UserError
 from supernet.io import atomic_write_text
 
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
-h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
-pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:.8em}img{max-width:100%}.muted{color:#888}"""
+SECTION_TITLES = {
+    "results": "Results",
+    "costs": "Cost per stage",
+    "supernet": "Supernet",
+    "tables": "Latency tables",
+    "retrained": "Retrained models",
+    "rankcorr": "Rank correlation",
+    "config": "Config",
+}
 
 
-def _img(path: Path) -> str:
-    if not path.exists():
-        return ""
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<p><img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}"></p>'
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("moga", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
-def _table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
-
-
-def _section(title: str, body: str) -> str:
-    return f"<h2>{html.escape(title)}</h2>\n{body}\n" if body.strip() else ""
-
-
-def _json(path: Path) -> dict:
+def _config(run: Path) -> tuple[dict[str, Any], str]:
+    path = run / "config.yaml"
+    if not path.is_file():
+        return {}, ""
+    text = path.read_text()
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+        cfg = yaml.safe_load(text)
+    except yaml.YAMLError:
+        cfg = None
+    return (cfg if isinstance(cfg, dict) else {}), text
 
 
-def build_report(run_dir: str | Path) -> Path:
+def _subtitle(cfg: dict[str, Any]) -> list[str]:
+    space = cfg.get("space") or {}
+    facts = []
+    if space:
+        facts.append(
+            f"space {Path(str(space.get('name', '?'))).stem} at {space.get('resolution', '?')}², {space.get('num_classes', '?')} classes"
+        )
+    if cfg.get("data"):
+        facts.append(f"data {cfg['data'].get('kind', '?')}")
+    if cfg.get("device"):
+        facts.append(f"device {cfg['device']}")
+    if "seed" in cfg:
+        facts.append(f"seed {cfg['seed']}")
+    return facts
+
+
+def render_report(run_dir: str | Path) -> str:
+    """The report page of ``run_dir`` as HTML text."""
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"no run directory at {run}")
-    parts = [f"<h1>moga run: {html.escape(run.name)}</h1>"]
+    cfg, config_text = _config(run)
+    context: dict[str, Any] = {
+        "results": results(run, cfg),
+        "costs": sections.stage_costs(run, cfg),
+        "supernet": sections.supernet(run, cfg),
+        "tables": sections.latency_tables(run, cfg),
+        "retrained": sections.retrained(run, cfg),
+        "rankcorr": sections.rank_correlations(run),
+        "config": config_text,
+    }
+    nav = [(key, title) for key, title in SECTION_TITLES.items() if context[key]]
+    name = str(cfg.get("name") or run.name)
+    return (
+        _environment()
+        .get_template("report.html")
+        .render(name=name, run_dir=str(run), subtitle=_subtitle(cfg), nav=nav, titles=SECTION_TITLES, **context)
+    )
 
-    stages = _json(run / "stages.json")
-    if stages:
-        rows = [{"stage": k, **{kk: vv for kk, vv in v.items() if kk != "hash"}} for k, v in stages.items()]
-        parts.append(_section("Cost per stage", _table(pd.DataFrame(rows))))
 
-    fairness = _json(run / "supernet" / "fairness.json")
-    if fairness:
-        summary = {k: v for k, v in fairness.items() if not isinstance(v, list | dict)}
-        parts.append(_section("Supernet fairness audit", f"<pre>{html.escape(json.dumps(summary, indent=2))}</pre>"))
-    parts.append(_section("Supernet training curves", _img(run / "supernet" / "curves.png")))
-
-    for table in sorted((run / "lut").glob("*.json")) if (run / "lut").is_dir() else []:
-        info = _json(table)
-        header = info.get("header", {})
-        calib = info.get("calibration") or {}
-        body = f"<pre>{html.escape(json.dumps({'header': header, 'calibration': calib}, indent=2))}</pre>"
-        body += "".join(_img(p) for p in sorted((run / "lut").glob(f"{table.stem}*validation*.png")))
-        parts.append(_section(f"Latency table {table.stem}", body))
-
-    search = run / "search"
-    if (search / "pareto.csv").exists():
-        front, _ = annotate(read_front(search))
-        parts.append(
-            _section(
-                "Pareto front",
-                f"<pre>{html.escape(format_front(front))}</pre>" + _img(search / "pareto.png") + _img(search / "pareto_pairs.png"),
-            )
-        )
-        parts.append(_section("Search progress (hypervolume of normalised objectives)", _img(search / "hypervolume.png")))
-        if (search / "hypervolume.csv").exists():
-            gens = pd.read_csv(search / "hypervolume.csv")
-            cols = [
-                c
-                for c in ("generation", "evaluated", "eval_s", "bookkeeping_s", "hypervolume", "hv_ratio", "igd", "front_size")
-                if c in gens
-            ]
-            parts.append(_table(gens[cols]))
-
-    summary = run / "retrain" / "summary.csv"
-    if summary.exists():
-        parts.append(_section("Retrained models", _table(pd.read_csv(summary))))
-
-    if (run / "config.yaml").exists():
-        parts.append(_section("Resolved config", f"<pre>{html.escape((run / 'config.yaml').read_text())}</pre>"))
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>moga {html.escape(run.name)}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
-    out = run / "report.html"
+def build_report(run_dir: str | Path) -> Path:
+    """Write ``<run_dir>/report.html``; returns its path."""
+    out = Path(run_dir) / "report.html"
+    page = render_report(run_dir)
     atomic_write_text(out, page)
     return out
