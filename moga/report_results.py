@@ -85,6 +85,8 @@ def results(run: Path, cfg: dict[str, Any]) -> Results | None:
         front = read_front(search)
     except UserError:
         return None
+    if "accuracy" not in front:  # a search without an accuracy objective: no accuracy-latency picks to show
+        return None
     tables = table_names(run, cfg)
     x = latency_column(front) or ("macs" if "macs" in front else None)
     history = read_csv(search / "history.csv")
