@@ -18,7 +18,7 @@ import pandas as pd
 
 from moga.front import best_under, default_budgets, knee_index, latency_column, read_front, regret_summary, two_d_front
 from moga.report_format import DASH, Table, count, duration, is_missing, number, png_data_uri, scaled
-from moga.report_sections import latency_label, read_csv, read_json, table_names
+from moga.report_sections import latency_label, read_csv, read_stage_record, table_names
 from supernet.errors import UserError
 
 
@@ -112,7 +112,7 @@ def results(run: Path, cfg: dict[str, Any]) -> Results | None:
                     "the front re-scored with true accuracies",
                 )
             )
-    wall = sum(float(v.get("wall_s") or 0) for v in (read_json(run / "stages.json") or {}).values() if isinstance(v, dict))
+    wall = sum(float(v.get("wall_s") or 0) for v in read_stage_record(run).values())
     if wall:
         cards.append(("wall time", duration(wall), "every stage of `moga run`"))
 

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from moga.report_format import DASH, Table, count, duration, interval, is_missing, number, png_data_uri, scaled, words
+from supernet.errors import UserError
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -32,6 +33,16 @@ def read_csv(path: Path) -> pd.DataFrame | None:
         return pd.read_csv(path)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
         return None
+
+
+def read_stage_record(run: Path) -> dict[str, dict[str, Any]]:
+    """``stages.json`` as ``moga run`` checks it; empty when missing or damaged (the section is left out)."""
+    from moga.stagelog import read_stages
+
+    try:
+        return read_stages(run / "stages.json") if (run / "stages.json").is_file() else {}
+    except UserError:
+        return {}
 
 
 def table_names(run: Path, cfg: dict[str, Any]) -> list[str]:
@@ -56,7 +67,7 @@ STAGE_FILES = {
 
 
 def stage_costs(run: Path, cfg: dict[str, Any]) -> Table | None:
-    stages = read_json(run / "stages.json") or {}
+    stages = read_stage_record(run)
     rows = []
     for name, entry in stages.items():
         if not isinstance(entry, dict):

@@ -46,6 +46,25 @@ def changed(path: Path, recorded: dict[str, Any]) -> bool:
     return path.stat().st_size != recorded.get("bytes") or file_record(path)["sha256"] != recorded.get("sha256")
 
 
+# the fields of a stage's entry that readers rely on, and their types (the rest is the stage's own summary)
+_ENTRY_TYPES: dict[str, tuple[type, ...]] = {"hash": (str,), "status": (str,), "wall_s": (int, float), "outputs": (dict,)}
+
+
+def read_stages(path: Path) -> dict[str, dict[str, Any]]:
+    """``stages.json``, checked to be an object of stage entries with the fields' types (a ``UserError``
+    naming the stage and field otherwise)."""
+    stages = read_json(path, "stage record")
+    if not isinstance(stages, dict):
+        raise UserError(f"stage record {path}: expected an object of stages")
+    for stage, entry in stages.items():
+        if not isinstance(entry, dict):
+            raise UserError(f"stage record {path}: stage {stage!r} should be an object")
+        for key, types in _ENTRY_TYPES.items():
+            if key in entry and (not isinstance(entry[key], types) or isinstance(entry[key], bool)):
+                raise UserError(f"stage record {path}: stage {stage!r}: {key!r} has the wrong type ({entry[key]!r:.40})")
+    return stages
+
+
 class StageLog:
     """``stages.json``: status, config hash, cost and outputs of each stage."""
 
@@ -57,13 +76,10 @@ class StageLog:
         if not self.path.exists():
             return {}
         try:
-            stages = read_json(self.path, "stage record")
-            if not isinstance(stages, dict) or not all(isinstance(v, dict) for v in stages.values()):
-                raise UserError(f"stage record {self.path}: expected an object of stages")
+            return read_stages(self.path)
         except UserError as exc:  # every stage resumes from its own files: the record is rebuilt as they finish
             print(f"[stages] {exc}: ignored, every stage is checked by resuming it")
             return {}
-        return stages
 
     def problem(self, stage: str, digest: str, outputs: Sequence[Output]) -> str | None:
         """Why ``stage`` is not done with this config hash and these outputs ("" if never run), or None."""

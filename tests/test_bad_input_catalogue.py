@@ -628,9 +628,14 @@ def test_damaged_stage_output_is_redone_not_trusted(name: str, ctx: Ctx, capsys:
     assert capsys.readouterr().out.count("done earlier with this config, skipped") == 3
 
 
-def test_damaged_stage_record_is_rebuilt(ctx: Ctx, capsys: pytest.CaptureFixture):
+@pytest.mark.parametrize("damage", ["truncated", "wrong type"])
+def test_damaged_stage_record_is_rebuilt(damage: str, ctx: Ctx, capsys: pytest.CaptureFixture):
     original = {f: result_of(ctx.run / f) for f in ("lut/cpu.json", "supernet/supernet.pt", "search/pareto.csv")}
-    truncate(ctx.run / "stages.json")
+    if damage == "truncated":
+        truncate(ctx.run / "stages.json")
+    else:
+        (ctx.run / "stages.json").write_text('{"lut": {"status": "done", "wall_s": "ten"}}')
+        assert main(["report", str(ctx.run)]) == 0  # the report leaves the stage table out
     assert main(["run", ctx.exp, "--no-progress"]) == 0
     assert "stages.json" in capsys.readouterr().out
     names = ("lut/cpu.json", "supernet/supernet.pt", "search/pareto.csv")
