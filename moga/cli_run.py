@@ -59,14 +59,16 @@ def cmd_search(args: argparse.Namespace) -> None:
     with locked_on_rank0(cfg.run_path, ctx):
         # a new search records its config up front; over an existing one (which may be another config's,
         # refused by search_stage) the config is written only once the search has accepted and finished it
-        new = not (cfg.run_path / "search" / "state.json").exists()
+        new = not (cfg.run_path / cfg.search.dir / "state.json").exists()
         if ctx.is_main and new:
-            atomic_write_text(cfg.run_path / "search" / "config.yaml", dump_config(cfg))
+            atomic_write_text(cfg.run_path / cfg.search.dir / "config.yaml", dump_config(cfg))
         info = search_stage(cfg, args.resume, not args.no_progress and ctx.is_main, ctx.is_main)
         if ctx.is_main and not new:
-            atomic_write_text(cfg.run_path / "search" / "config.yaml", dump_config(cfg))
+            atomic_write_text(cfg.run_path / cfg.search.dir / "config.yaml", dump_config(cfg))
     if ctx.is_main:
-        print(f"search: {info['evaluations']} architectures evaluated, {info['front_size']} on the front -> {cfg.run_path / 'search'}")
+        print(
+            f"search: {info['evaluations']} architectures evaluated, {info['front_size']} on the front -> {cfg.run_path / cfg.search.dir}"
+        )
 
 
 def cmd_front(args: argparse.Namespace) -> None:
