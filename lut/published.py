@@ -147,7 +147,9 @@ def block_rows(space: SearchSpace, fmt: PublishedFormat, rows: dict[str, Any], w
     if lacking:
         shown = "; ".join(lacking[:2]) + (f" (and {len(lacking) - 2} more)" if len(lacking) > 2 else "")
         raise UserError(
-            f"{where}: {len(lacking)} block(s) of space {space.name!r} at resolution {space.resolution} are not in the table: {shown}"
+            f"{where}: {len(lacking)} block(s) of space {space.name!r} at resolution {space.resolution}, {space.num_classes} classes, "
+            f"width {space.width_mult:g} are not in the table: {shown} (a published table holds only the networks its authors "
+            "measured; an experiment training another declares the tables' setting: lut.resolution, lut.num_classes, lut.width_mult)"
         )
     return mapped
 

@@ -129,6 +129,7 @@ def cmd_show(args: argparse.Namespace) -> None:
         shown = f"{len(v['layers'])} searchable layers (the whole space, stored)" if k == "space_spec" and isinstance(v, dict) else v
         print(f"  {k:<16} {shown}")
     med = np.array([e.median_ms for e in table.entries.values()])
+    unit = table.header.get("unit", "ms")  # an imported energy table holds mJ in its median_ms fields
     kinds: dict[str, int] = {}
     for key in table.entries:
         kinds[key.split(":")[0]] = kinds.get(key.split(":")[0], 0) + 1
@@ -154,11 +155,13 @@ def cmd_show(args: argparse.Namespace) -> None:
     else:
         lo = predictor.fixed_ms + sum(a.min() for a in predictor.layer_ms)
         hi = predictor.fixed_ms + sum(a.max() for a in predictor.layer_ms)
-        print(f"space range: {predictor.calibration.apply(lo):.3f} to {predictor.calibration.apply(hi):.3f} ms (raw {lo:.3f} to {hi:.3f})")
+        print(
+            f"space range: {predictor.calibration.apply(lo):.3f} to {predictor.calibration.apply(hi):.3f} {unit} (raw {lo:.3f} to {hi:.3f})"
+        )
     if args.entries:
         width = max(len(k) for k in table.entries)
         for k, e in table.entries.items():
-            print(f"  {k:<{width}}  {e.median_ms:9.4f} ms  (mean {e.mean_ms:.4f}, std {e.std_ms:.4f}, n {e.count})")
+            print(f"  {k:<{width}}  {e.median_ms:9.4f} {unit}  (mean {e.mean_ms:.4f}, std {e.std_ms:.4f}, n {e.count})")
 
 
 def cmd_export_blocks(args: argparse.Namespace) -> None:

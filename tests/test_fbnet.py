@@ -124,3 +124,18 @@ def test_supernet_and_standalone_train_on_the_fbnet_space(tmp_path) -> None:
     torch.nn.functional.cross_entropy(model(x), y).backward()
     opt.step()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_a_grouped_block_exports_to_onnx_and_runs_alike() -> None:
+    import numpy as np
+    import onnxruntime as ort
+
+    from lut.measure import block_job
+    from supernet.export import onnx_bytes
+
+    job = block_job(fbnet("fbnet_cifar").layer_shape(5, 5))  # k5e1g2, stride 2, 24 -> 32 channels
+    module = job.module().eval()
+    x = torch.randn(*job.input_shape)
+    session = ort.InferenceSession(onnx_bytes(module, job.input_shape), providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert np.allclose(out, module(x).detach().numpy(), atol=1e-5)

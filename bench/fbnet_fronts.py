@@ -1,0 +1,99 @@
+"""The fronts found for the Jetson TX2 vs for the Pixel 3 (experiments/fbnet_devices.yaml), and the 4-objective
+search against the single-device searches by hypervolume in each device's plane.
+
+    .venv/bin/python bench/fbnet_fronts.py runs/fbnet_devices
+
+Reads ``<run>/search`` (accuracy, TX2 latency, Pixel 3 latency, params), ``<run>/search_tx2`` and
+``<run>/search_pixel3`` (accuracy, one device's latency, params), all over the same trained supernet; every
+history row carries both devices' latency (every table is scored for every architecture). A search's models
+for a device are its non-dominated ones in that device's (accuracy up, latency down) plane, over its whole
+history. Printed per device: how many of those models the two single-device searches share, what they look
+like (depth = non-skip layers, k5 share, expansions, grouped and skip counts), the price of searching for the
+wrong device (a model found for the other device against the cheapest model this device's search found at no
+lower accuracy, in this device's latency), and the hypervolume of each search in each plane (accuracy 0..100,
+latency over the space's exact range, reference point at the worst corner). Prints ``name: value`` lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from moga.truefront import hypervolume
+from supernet.space import parse_token
+
+DEVICES = {"tx2": "latency_ms", "pixel3": "latency_ms:pixel3"}  # column of each device in a history.csv
+SEARCHES = {"both": "search", "tx2": "search_tx2", "pixel3": "search_pixel3"}
+
+
+def plane_front(history: pd.DataFrame, lat: str) -> pd.DataFrame:
+    """Rows not dominated in (accuracy max, latency min)."""
+    h = history.sort_values([lat, "accuracy"], ascending=[True, False])
+    keep, best = [], -np.inf
+    for i, acc in zip(h.index, h["accuracy"], strict=True):
+        if acc > best:
+            keep.append(i)
+            best = acc
+    return h.loc[keep]
+
+
+def looks(archs: list[str]) -> str:
+    tokens = [[parse_token(t) for t in a.split("-")] for a in archs]
+    depth = [sum(not c.skip for c in cs) for cs in tokens]
+    convs = [c for cs in tokens for c in cs if not c.skip]
+    k5 = np.mean([c.kernel == 5 for c in convs]) if convs else 0.0
+    e = {x: np.mean([c.expansion == x for c in convs]) if convs else 0.0 for x in (1.0, 3.0, 6.0)}
+    g2 = np.mean([sum(c.groups > 1 for c in cs) for cs in tokens])
+    return (
+        f"depth {np.mean(depth):.1f} (min {min(depth)}, max {max(depth)}), skips {22 - np.mean(depth):.1f}, k5 {k5:.0%} of convs, "
+        f"e1/e3/e6 {e[1.0]:.0%}/{e[3.0]:.0%}/{e[6.0]:.0%}, g2 {g2:.1f} per model"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run", type=Path)
+    args = ap.parse_args()
+    hist = {k: pd.read_csv(args.run / d / "history.csv") for k, d in SEARCHES.items() if (args.run / d / "history.csv").exists()}
+    both = pd.concat(hist.values())
+    bounds = {d: (both[c].min(), both[c].max()) for d, c in DEVICES.items()}
+    for name, h in hist.items():
+        print(f"search {name}: {len(h)} architectures evaluated, accuracy {h['accuracy'].min():.1f}..{h['accuracy'].max():.1f} %")
+    for dev, col in DEVICES.items():
+        other = next(d for d in DEVICES if d != dev)
+        if dev not in hist or other not in hist:
+            continue
+        mine, theirs = plane_front(hist[dev], col), plane_front(hist[other], DEVICES[other])
+        shared = set(mine["arch"]) & set(theirs["arch"])
+        print(f"{dev} front (its own search, {dev} plane): {len(mine)} models; {looks(list(mine['arch']))}")
+        print(f"shared {dev}/{other} fronts: {len(shared)} of {len(mine)} / {len(theirs)}")
+        # price of the wrong device: the other search's models, in this device's latency, against this search's
+        # cheapest model at no lower accuracy
+        excess = []
+        for _, row in theirs.iterrows():
+            ok = mine[mine["accuracy"] >= row["accuracy"]]
+            if len(ok):
+                excess.append(row[col] / ok[col].min() - 1)
+        if excess:
+            print(
+                f"price on {dev} of the {other}-optimal models: median {np.median(excess):+.1%}, max {np.max(excess):+.1%} "
+                f"latency over {dev}'s own model at no lower accuracy ({len(excess)} of {len(theirs)} comparable)"
+            )
+        fastest_other = theirs.sort_values(DEVICES[other]).iloc[0]
+        print(
+            f"{other}'s fastest model costs {fastest_other[col]:.2f} ms on {dev} (its {other} latency "
+            f"{fastest_other[DEVICES[other]]:.2f} ms); {dev}'s fastest {mine[col].min():.2f} ms"
+        )
+    for dev, col in DEVICES.items():
+        lo, hi = bounds[dev]
+        for name, h in hist.items():
+            f = plane_front(h, col)
+            pts = np.column_stack([1 - f["accuracy"] / 100, (f[col] - lo) / (hi - lo)])
+            print(f"hypervolume {dev} plane, search {name}: {hypervolume(pts):.4f}")
+
+
+if __name__ == "__main__":
+    main()
