@@ -1,7 +1,7 @@
 """The fronts found for the Jetson TX2 vs for the Pixel 3 (experiments/fbnet_devices.yaml), and the 4-objective
 search against the single-device searches by hypervolume in each device's plane.
 
-    .venv/bin/python bench/fbnet_fronts.py runs/fbnet_devices
+    .venv/bin/python bench/fbnet_fronts.py runs/fbnet_devices [--suffix _s1]
 
 Reads ``<run>/search`` (accuracy, TX2 latency, Pixel 3 latency, params), ``<run>/search_tx2`` and
 ``<run>/search_pixel3`` (accuracy, one device's latency, params), all over the same trained supernet; every
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lut.table import LatencyTable, header_space
 from moga.truefront import hypervolume
 from supernet.space import parse_token
 
@@ -40,6 +41,13 @@ def plane_front(history: pd.DataFrame, lat: str) -> pd.DataFrame:
     return h.loc[keep]
 
 
+def exact_range(path: Path) -> tuple[float, float]:
+    """The fastest and slowest network of the space by one table (a sum of per-layer minima / maxima)."""
+    table = LatencyTable.load(path)
+    p = table.predictor(header_space(table.header))
+    return p.fixed_ms + sum(a.min() for a in p.layer_ms), p.fixed_ms + sum(a.max() for a in p.layer_ms)
+
+
 def looks(archs: list[str]) -> str:
     tokens = [[parse_token(t) for t in a.split("-")] for a in archs]
     depth = [sum(not c.skip for c in cs) for cs in tokens]
@@ -56,10 +64,11 @@ def looks(archs: list[str]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", type=Path)
+    ap.add_argument("--suffix", default="", help="read search<suffix>, search_tx2<suffix>, ... (other search seeds, e.g. _s1)")
     args = ap.parse_args()
-    hist = {k: pd.read_csv(args.run / d / "history.csv") for k, d in SEARCHES.items() if (args.run / d / "history.csv").exists()}
-    both = pd.concat(hist.values())
-    bounds = {d: (both[c].min(), both[c].max()) for d, c in DEVICES.items()}
+    dirs = {k: args.run / f"{d}{args.suffix}" for k, d in SEARCHES.items()}
+    hist = {k: pd.read_csv(d / "history.csv") for k, d in dirs.items() if (d / "history.csv").exists()}
+    bounds = {d: exact_range(args.run / "lut" / f"{d}.json") for d in DEVICES}
     for name, h in hist.items():
         print(f"search {name}: {len(h)} architectures evaluated, accuracy {h['accuracy'].min():.1f}..{h['accuracy'].max():.1f} %")
     for dev, col in DEVICES.items():
@@ -92,7 +101,7 @@ def main() -> None:
         for name, h in hist.items():
             f = plane_front(h, col)
             pts = np.column_stack([1 - f["accuracy"] / 100, (f[col] - lo) / (hi - lo)])
-            print(f"hypervolume {dev} plane, search {name}: {hypervolume(pts):.4f}")
+            print(f"hypervolume {dev} plane, search {name}: {hypervolume(pts):.4f} ({len(f)} models in the plane)")
 
 
 if __name__ == "__main__":
