@@ -20,6 +20,7 @@ from supernet import Arch, UserError, get_space
 FMT = FORMATS["hw-nas-bench-fbnet"]
 ASSET = FMT.shipped
 REFERENCE = json.loads((ASSET.parent / "reference_totals.json").read_text())
+EXPERIMENT = Path(__file__).parents[1] / "experiments" / "fbnet_devices.yaml"
 SETTINGS = {"cifar100": ("fbnet_cifar", 32, 100), "ImageNet": ("fbnet", 224, 1000)}
 
 
@@ -133,7 +134,7 @@ def test_energy_tables_are_objectives_by_their_own_name() -> None:
 
 def test_a_table_for_another_head_or_width_must_be_declared(tmp_path: Path) -> None:
     table = import_published(space_of("cifar100"), FMT, columns=["pixel3_latency_ms"])["pixel3_latency"]
-    exp = Path("experiments/fbnet_devices.yaml")
+    exp = EXPERIMENT
     cfg = load_config(exp)
     table.check_space(lut_space(cfg), declared=DECLARED)  # declared: trains 10 classes at width 0.25, 16x16
     assert (cfg.space.num_classes, cfg.space.width_mult, cfg.space.resolution) == (10, 0.25, 16)
@@ -148,10 +149,10 @@ def test_a_table_for_another_head_or_width_must_be_declared(tmp_path: Path) -> N
 
 def test_published_tables_in_an_experiment(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="published must be <format>:<column>"):
-        load_config("experiments/fbnet_devices.yaml", ["lut.tables.tx2.published=edgegpu"])
+        load_config(EXPERIMENT, ["lut.tables.tx2.published=edgegpu"])
     with pytest.raises(UserError, match="not both"):
-        load_config("experiments/fbnet_devices.yaml", ["lut.tables.tx2.path=x.json"])
-    cfg = load_config("experiments/fbnet_devices.yaml", [f"run_dir={tmp_path}"])
+        load_config(EXPERIMENT, ["lut.tables.tx2.path=x.json"])
+    cfg = load_config(EXPERIMENT, [f"run_dir={tmp_path}"])
     from moga.pipeline import build_experiment_tables
 
     tables = build_experiment_tables(cfg)
