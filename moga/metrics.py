@@ -30,7 +30,8 @@ class ArchMetrics:
         self, space: SearchSpace, tables: dict[str, LatencyTable], accuracy: AccuracyFn | None, latency_space: SearchSpace | None = None
     ):
         """``latency_space``: the same space at the resolution latency is measured at (default ``space``).
-        ``tables``: latency tables; ``others``: table -> metric of the rest (energy tables, by their header)."""
+        A table whose header names another metric (an energy table) gives ``<metric>:<table>``: ``self.tables`` lists
+        the latency tables, ``self.others`` maps the rest to their metric."""
         self.space, self.accuracy = space, accuracy
         metric = {name: str(t.header.get("metric", "latency")) for name, t in tables.items()}
         self.tables = [name for name in tables if metric[name] == "latency"]

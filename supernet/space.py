@@ -4,7 +4,8 @@ A space file names the fixed parts (stem, separable block, head), each searchabl
 channels / stride / activation, and the choice set: either the product kernels x expansions x squeeze-excite
 (optionally with a skip choice where a layer keeps its shape), or an explicit list of tokens
 (``[skip, k3e3, k5e6]``: every layer offers exactly these, in this order; a ``skip`` on a layer that changes
-stride or channels is the projection 1x1 conv (with the stride) + BN + ``layers.skip_act``). A space may name
+stride or channels is the projection 1x1 conv (with the stride) + BN + ``layers.skip_act``; ``k3e1g2``: both 1x1
+convs in 2 groups with a channel shuffle; ``layers.expand_e1`` keeps the expansion conv at expansion 1, as FBNet). A space may name
 its ``benchmark`` (trained accuracies of every network, ``supernet.benchmark``). ``get_space`` resolves it
 for a number of classes, an input resolution, a width multiplier and a stride variant.
 ``SearchSpace.layer_shape`` is the single place where shapes are derived: model building, parameter/MAC

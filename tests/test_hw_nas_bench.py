@@ -159,3 +159,17 @@ def test_published_tables_in_an_experiment(tmp_path: Path) -> None:
     assert {n: t.header["device"] for n, t in tables.items()} == {"tx2": "jetson-tx2", "pixel3": "pixel-3"}
     with open(tmp_path / "lut" / "tx2.json") as f:
         assert json.load(f)["header"]["column"] == "edgegpu_latency_ms"
+
+
+def test_a_search_minimises_an_energy_objective(tmp_path: Path) -> None:
+    from moga.config import SearchConfig
+    from moga.search import Search
+
+    space = space_of("cifar100")
+    tables = import_published(space, FMT, columns=["edgegpu_latency_ms", "edgegpu_energy_mJ"])
+    metrics = ArchMetrics(space, tables, lambda archs: [float(sum(a.genes)) for a in archs])
+    cfg = SearchConfig(population=8, generations=2, objectives=[{"name": "accuracy"}, {"name": "energy:edgegpu_energy"}])
+    result = Search(space, cfg, metrics, tmp_path, seed=0).run(progress=False)
+    assert "energy:edgegpu_energy" in result.pareto.columns and "latency_ms" in result.history.columns
+    front = result.pareto.sort_values("energy:edgegpu_energy")
+    assert front["accuracy"].is_monotonic_increasing  # a front of max accuracy vs min energy
