@@ -210,15 +210,19 @@ def import_csv(path: str | Path, space: SearchSpace, header: dict[str, Any]) -> 
 
 
 # ----------------------------------------------------------------------------- experiments
+# what lut_space takes from lut.* instead of space.*: the settings that declare a table's other network
+DECLARED = {"resolution": "lut.resolution", "num_classes": "lut.num_classes", "width_mult": "lut.width_mult"}
+
+
 def lut_space(cfg: Any) -> SearchSpace:
-    """The space latency is measured for: the experiment's space at ``lut.resolution`` if set.
+    """The space latency is measured for: the experiment's space, with ``lut.resolution``, ``lut.num_classes``
+    and ``lut.width_mult`` where set (latency of another input size, head or width than the network trained).
 
     ``cfg`` is a ``moga.config.ExperimentConfig`` (duck-typed: lut never imports moga).
     """
     s = cfg.space
-    return get_space(
-        s.name, num_classes=s.num_classes, resolution=cfg.lut.resolution or s.resolution, width_mult=s.width_mult, variant=s.variant
-    )
+    kw = {k: getattr(s, k) if getattr(cfg.lut, k) is None else getattr(cfg.lut, k) for k in DECLARED}
+    return get_space(s.name, variant=s.variant, **kw)
 
 
 def table_path(cfg: Any, name: str) -> Path:
@@ -235,11 +239,11 @@ def load_tables(cfg: Any) -> dict[str, LatencyTable]:
     for name, tc in cfg.lut.tables.items():
         path = table_path(cfg, name)
         if not path.exists():
-            source = f"import it from {tc.path}" if tc.path else "measure it"
+            source = f"import it from {tc.path or tc.published}" if tc.path or tc.published else "measure it"
             raise UserError(f"latency table {name!r} is not in {path.parent}: run `moga lut build` to {source}")
         table = LatencyTable.load(path)
-        table.check_space(space, batch=tc.batch)
-        if not tc.path:
+        table.check_space(space, batch=tc.batch, declared=DECLARED)
+        if not tc.path and not tc.published:
             _check_measured_with(table, tc, name)
         tables[name] = table
     return tables

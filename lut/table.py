@@ -202,14 +202,22 @@ class LatencyTable:
         return replace(self, calibration=calibration, _predictors={})
 
     # ------------------------------------------------------------------ checks
-    def check_space(self, space: SearchSpace, batch: int | None = None, user: str = "the experiment") -> None:
-        """Refuse a table measured for another space, resolution, classes, width, variant or batch."""
+    def check_space(
+        self, space: SearchSpace, batch: int | None = None, user: str = "the experiment", declared: dict[str, str] | None = None
+    ) -> None:
+        """Refuse a table measured for another space, resolution, classes, width, variant or batch. ``declared``:
+        field -> the setting by which ``user`` states that its latency is for another value than it trains."""
         want = space_header(space)
         for name in SPACE_FIELDS:
             have = self.header[name]
             if have != want[name]:
                 label = name.replace("_", " ")
-                raise UserError(f"table {self.source} was measured for {label} {have}, {user} uses {want[name]}")
+                hint = ""
+                if declared and name in declared:
+                    hint = (
+                        f" (if its figures are meant for {label} {have} while training {want[name]}, declare it: {declared[name]}: {have})"
+                    )
+                raise UserError(f"table {self.source} was measured for {label} {have}, {user} uses {want[name]}{hint}")
         if batch is not None and self.header["batch"] != batch:
             raise UserError(f"table {self.source} was measured at batch {self.header['batch']}, {user} uses batch {batch}")
         missing = [k for k in space_blocks(space) if k not in self.entries]

@@ -48,13 +48,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=at_least(0), default=0)
     p.set_defaults(func=cmd_export_blocks)
 
-    p = act.add_parser("import", help="build a table from block timings measured elsewhere (CSV key,median_ms[,mean_ms,std_ms,count])")
-    p.add_argument("csv", help="measured timings CSV")
-    p.add_argument("--out", required=True, help="table JSON to write")
-    p.add_argument("--device", required=True, help="device name, e.g. pixel7-gpu")
-    p.add_argument("--runtime", required=True, help="runtime name, e.g. tflite")
+    p = act.add_parser(
+        "import",
+        help="build a table from block timings measured elsewhere (CSV key,median_ms[,mean_ms,std_ms,count]), "
+        "or one table per device and metric from a published block table (--format)",
+    )
+    p.add_argument("csv", nargs="?", help="measured timings CSV (with --format: the published table, default the copy moga ships)")
+    p.add_argument("--format", default=None, help="a published block table's format: hw-nas-bench-fbnet")
+    p.add_argument("--column", action="append", default=None, help="with --format: only this column (repeatable; default all)")
+    p.add_argument("--out", required=True, help="table JSON to write (with --format: a directory, one <column>.json per column)")
+    p.add_argument("--device", help="device name, e.g. pixel7-gpu (a published format names its devices)")
+    p.add_argument("--runtime", help="runtime name, e.g. tflite")
     p.add_argument("--runtime-version", default="unknown")
-    p.add_argument("--provider", required=True, help="execution provider / delegate, e.g. gpu")
+    p.add_argument("--provider", help="execution provider / delegate, e.g. gpu")
     p.add_argument("--threads", type=at_least(1), default=1)
     p.add_argument("--batch", type=at_least(1), default=1)
     p.add_argument("--cpu-model", default="unknown", help="the device's processor, for the header")
@@ -124,6 +130,7 @@ def cmd_show(args: argparse.Namespace) -> None:
         shown = f"{len(v['layers'])} searchable layers (the whole space, stored)" if k == "space_spec" and isinstance(v, dict) else v
         print(f"  {k:<16} {shown}")
     med = np.array([e.median_ms for e in table.entries.values()])
+    unit = table.header.get("unit", "ms")  # an imported energy table holds mJ in its median_ms fields
     kinds: dict[str, int] = {}
     for key in table.entries:
         kinds[key.split(":")[0]] = kinds.get(key.split(":")[0], 0) + 1
@@ -149,11 +156,13 @@ def cmd_show(args: argparse.Namespace) -> None:
     else:
         lo = predictor.fixed_ms + sum(a.min() for a in predictor.layer_ms)
         hi = predictor.fixed_ms + sum(a.max() for a in predictor.layer_ms)
-        print(f"space range: {predictor.calibration.apply(lo):.3f} to {predictor.calibration.apply(hi):.3f} ms (raw {lo:.3f} to {hi:.3f})")
+        print(
+            f"space range: {predictor.calibration.apply(lo):.3f} to {predictor.calibration.apply(hi):.3f} {unit} (raw {lo:.3f} to {hi:.3f})"
+        )
     if args.entries:
         width = max(len(k) for k in table.entries)
         for k, e in table.entries.items():
-            print(f"  {k:<{width}}  {e.median_ms:9.4f} ms  (mean {e.mean_ms:.4f}, std {e.std_ms:.4f}, n {e.count})")
+            print(f"  {k:<{width}}  {e.median_ms:9.4f} {unit}  (mean {e.mean_ms:.4f}, std {e.std_ms:.4f}, n {e.count})")
 
 
 def cmd_export_blocks(args: argparse.Namespace) -> None:
@@ -176,6 +185,12 @@ def cmd_import(args: argparse.Namespace) -> None:
     space = get_space(
         args.space, num_classes=args.num_classes, resolution=args.resolution, width_mult=args.width_mult, variant=args.variant
     )
+    if args.format:
+        _import_published(args, space)
+        return
+    lacking = [f"--{n}" for n in ("device", "runtime", "provider") if getattr(args, n) is None]
+    if lacking or args.csv is None:
+        raise UserError(f"a timings CSV import needs {', '.join((['the CSV'] if args.csv is None else []) + lacking)} (or --format)")
     header = {
         "device": args.device,
         "runtime": args.runtime,
@@ -190,3 +205,17 @@ def cmd_import(args: argparse.Namespace) -> None:
     print(
         f"imported {len(table.entries)} entries for {space.name} at {space.resolution} ({args.device}, {args.runtime}/{args.provider}) -> {args.out}"
     )
+
+
+def _import_published(args: argparse.Namespace, space: Any) -> None:
+    from lut.published import get_format, import_published
+
+    tables = import_published(space, get_format(args.format), args.csv, args.column)
+    out = Path(args.out)
+    for name, table in tables.items():
+        table.save(out / f"{name}.json")
+        h = table.header
+        print(
+            f"{out / name}.json: {h['device']} ({h['runtime']}/{h['provider']}) {h['metric']} in {h['unit']}, {len(table.entries)} entries"
+        )
+    print(f"imported {len(tables)} table(s) of {args.format} for {space.name} at {space.resolution}, {space.num_classes} classes")

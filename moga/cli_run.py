@@ -42,10 +42,10 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.experiment, args.overrides)
     run = run_experiment(cfg, progress=not args.no_progress)
-    front = run / "search" / "pareto.csv"
+    front = run / cfg.search.dir / "pareto.csv"
     if front.exists():
         print(f"\nPareto front: {front}   (inspect: moga front {run}; retrain a row: moga retrain {args.experiment} --pick ID)")
-        cmd_front(argparse.Namespace(path=str(run), max_latency=None, min_accuracy=None, budget=None, sort=None, plot=None))
+        cmd_front(argparse.Namespace(path=str(front), max_latency=None, min_accuracy=None, budget=None, sort=None, plot=None))
 
 
 def cmd_search(args: argparse.Namespace) -> None:
@@ -60,19 +60,21 @@ def cmd_search(args: argparse.Namespace) -> None:
     with locked_on_rank0(cfg.run_path, ctx):
         # a new search records its config up front; over an existing one (which may be another config's,
         # refused by search_stage) the config is written only once the search has accepted and finished it
-        new = not (cfg.run_path / "search" / "state.json").exists()
+        new = not (cfg.run_path / cfg.search.dir / "state.json").exists()
         if ctx.is_main and new:
-            atomic_write_text(cfg.run_path / "search" / "config.yaml", dump_config(cfg))
+            atomic_write_text(cfg.run_path / cfg.search.dir / "config.yaml", dump_config(cfg))
         try:
             info = search_stage(cfg, args.resume, not args.no_progress and ctx.is_main, ctx.is_main)
         except BaseException:
-            if ctx.is_main and new and not (cfg.run_path / "search" / "state.json").exists():
-                (cfg.run_path / "search" / "config.yaml").unlink(missing_ok=True)  # refused before it began: leave nothing
+            if ctx.is_main and new and not (cfg.run_path / cfg.search.dir / "state.json").exists():
+                (cfg.run_path / cfg.search.dir / "config.yaml").unlink(missing_ok=True)  # refused before it began: leave nothing
             raise
         if ctx.is_main and not new:
-            atomic_write_text(cfg.run_path / "search" / "config.yaml", dump_config(cfg))
+            atomic_write_text(cfg.run_path / cfg.search.dir / "config.yaml", dump_config(cfg))
     if ctx.is_main:
-        print(f"search: {info['evaluations']} architectures evaluated, {info['front_size']} on the front -> {cfg.run_path / 'search'}")
+        print(
+            f"search: {info['evaluations']} architectures evaluated, {info['front_size']} on the front -> {cfg.run_path / cfg.search.dir}"
+        )
 
 
 def cmd_front(args: argparse.Namespace) -> None:

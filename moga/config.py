@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from supernet.config import DataConfig, RetrainConfig, Section, SpaceConfig, SupernetConfig
 from supernet.device import DEVICE_NAME
@@ -27,6 +27,7 @@ PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 
 class TableConfig(Section):
     path: str | None = None  # an existing table (e.g. imported from a phone); None = build here
+    published: str | None = None  # <format>:<column> of a published block table moga ships, e.g. hw-nas-bench-fbnet:pixel3_latency_ms
     backend: Literal["onnxruntime-cpu", "onnxruntime-cuda", "torch-cuda", "fake"] = "onnxruntime-cpu"  # torch-cuda: CUDA events
     device_name: str = "local-cpu"
     threads: int = Field(default=1, ge=1)
@@ -36,15 +37,26 @@ class TableConfig(Section):
     rounds: int = Field(default=3, ge=1)
     clock: Literal["wall", "cpu"] = "wall"  # cpu: thread CPU time (1-thread CPU only), robust on a shared machine
 
+    @model_validator(mode="after")
+    def _one_source(self) -> TableConfig:
+        if self.path and self.published:
+            raise ValueError("give path (a table file) or published (a shipped block table), not both")
+        if self.published is not None and ":" not in self.published:
+            raise ValueError(f"published must be <format>:<column>, e.g. hw-nas-bench-fbnet:pixel3_latency_ms, got {self.published!r}")
+        return self
+
 
 class LutConfig(Section):
     tables: dict[str, TableConfig] = Field(default_factory=lambda: {"cpu": TableConfig()})
-    resolution: int | None = None  # latency at another input size than training (e.g. 224 for a phone)
+    # latency of another network than the one trained, declared (the table check refuses silent mismatches):
+    resolution: int | None = None  # at another input size than training (e.g. 224 for a phone)
+    num_classes: int | None = Field(default=None, ge=1)  # with another head (HW-NAS-Bench's CIFAR-100 tables for CIFAR-10)
+    width_mult: float | None = Field(default=None, gt=0, le=8)  # at another width (a reduced-width proxy supernet)
     validate_nets: int = Field(default=0, ge=0)  # whole networks measured to calibrate; 0 skips
 
 
 class ObjectiveConfig(Section):
-    name: str  # accuracy | latency | latency:<table> | params | macs
+    name: str  # accuracy | latency | latency:<table> | energy:<table> (an energy table) | params | macs
     weight: float = Field(default=1.0, ge=0, le=MAX_WEIGHT)  # relative: only the ratios matter
     maximize: bool | None = None  # default: accuracy and params maximised, latency and macs minimised
 
@@ -74,6 +86,9 @@ class SearchConfig(Section):
     seed: int | None = Field(
         default=None, ge=0, le=MAX_SEED
     )  # the search's own seed (default: the experiment's); the data split keeps the experiment's
+    # the search's directory in the run: another one runs another search (other objectives) over the same trained
+    # supernet, e.g. `moga search experiments/fbnet_devices.yaml search.dir=search_tx2 'search.objectives=[...]'`
+    dir: str = Field(default="search", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
     @field_validator("objectives")
     @classmethod

@@ -29,9 +29,14 @@ class ArchMetrics:
     def __init__(
         self, space: SearchSpace, tables: dict[str, LatencyTable], accuracy: AccuracyFn | None, latency_space: SearchSpace | None = None
     ):
-        """``latency_space``: the same space at the resolution latency is measured at (default ``space``)."""
+        """``latency_space``: the same space at the resolution latency is measured at (default ``space``).
+        A table whose header names another metric (an energy table) gives ``<metric>:<table>``: ``self.tables`` lists
+        the latency tables, ``self.others`` maps the rest to their metric."""
         self.space, self.accuracy = space, accuracy
-        self.tables = list(tables)
+        metric = {name: str(t.header.get("metric", "latency")) for name, t in tables.items()}
+        self.tables = [name for name in tables if metric[name] == "latency"]
+        self.others = {name: m for name, m in metric.items() if m != "latency"}
+        self.names = {name: f"{m}:{name}" for name, m in metric.items()}
         lat_space = latency_space or space
         self.predictors = {name: t.predictor(lat_space) for name, t in tables.items()}
         fp, fm, self.params, self.macs = cost_tables(space)
@@ -39,7 +44,7 @@ class ArchMetrics:
         self.bounds = {"params": _range(fp, self.params), "macs": _range(fm, self.macs), "accuracy": (0.0, 100.0)}
         for name, p in self.predictors.items():
             lo, hi = _range(p.fixed_ms, p.layer_ms)
-            self.bounds[f"latency:{name}"] = tuple(sorted(np.asarray(p.calibration.apply(np.array([lo, hi])), float).tolist()))
+            self.bounds[self.names[name]] = tuple(sorted(np.asarray(p.calibration.apply(np.array([lo, hi])), float).tolist()))
 
     def __call__(self, archs: list[Arch]) -> dict[str, np.ndarray]:
         out = self.costs(archs)
@@ -56,7 +61,7 @@ class ArchMetrics:
             "macs": self.fixed[1] + sum(self.macs[i][g[:, i]] for i in layers),
         }
         for name, p in self.predictors.items():
-            out[f"latency:{name}"] = p.predict_genomes(g)
+            out[self.names[name]] = p.predict_genomes(g)
         return out
 
 

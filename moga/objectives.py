@@ -1,7 +1,9 @@
 """Objectives and constraints by name.
 
 Metrics every evaluated architecture gets: ``accuracy`` (supernet estimate, %), one latency per table
-(``latency`` is the first table configured, ``latency:<table>`` names one), ``params`` and ``macs``.
+(``latency`` is the first table configured, ``latency:<table>`` names one), ``params`` and ``macs``. A table
+whose header names another metric (an imported energy table: ``metric: energy``, ``unit: mJ``) gives
+``<metric>:<table>`` instead (``energy:<table>``, minimised by default); naming it ``latency:<table>`` is refused.
 An objective picks a metric, a direction and a weight; a constraint is ``"<metric> <=|>= <value>"``.
 Inside pymoo everything is minimised, so maximised objectives are negated.
 """
@@ -28,9 +30,13 @@ def column(metric: str, tables: list[str]) -> str:
     return metric
 
 
-def resolve_metric(metric: str, tables: list[str]) -> str:
-    """Canonical metric name; ``latency`` -> ``latency:<first table>``. Unknown names are user errors."""
+def resolve_metric(metric: str, tables: list[str], others: dict[str, str] | None = None) -> str:
+    """Canonical metric name; ``latency`` -> ``latency:<first table>``. Unknown names are user errors.
+    ``others``: table -> metric of the tables that hold something else than latency (``energy``)."""
+    others = others or {}
     base, _, table = metric.partition(":")
+    if base == "latency" and table in others:
+        raise UserError(f"table {table!r} holds {others[table]}, not latency: name it {others[table]}:{table}")
     if base == "latency":
         if not tables:
             raise UserError("a latency objective or constraint needs a latency table (lut.tables is empty)")
@@ -38,9 +44,15 @@ def resolve_metric(metric: str, tables: list[str]) -> str:
         if table not in tables:
             raise UserError(f"unknown latency table {table!r} in {metric!r}: the experiment has {', '.join(tables)}")
         return f"latency:{table}"
+    if base in set(others.values()):
+        if others.get(table) != base:
+            named = [t for t, m in others.items() if m == base]
+            raise UserError(f"{metric!r} names no {base} table: the experiment's {base} tables are {', '.join(named)} (use {base}:<table>)")
+        return metric
     if base in ("accuracy", "params", "macs") and not table:
         return base
-    raise UserError(f"unknown metric {metric!r}: use accuracy, latency, latency:<table>, params or macs")
+    extra = "".join(f", {m}:<table>" for m in sorted(set(others.values())))
+    raise UserError(f"unknown metric {metric!r}: use accuracy, latency, latency:<table>{extra}, params or macs")
 
 
 @dataclass(frozen=True)
@@ -65,13 +77,16 @@ class Constraint:
         return values - self.value if self.op == "<=" else self.value - values
 
 
-def make_objectives(specs: list[tuple[str, float, bool | None]], tables: list[str]) -> list[Objective]:
+def make_objectives(
+    specs: list[tuple[str, float, bool | None]], tables: list[str], others: dict[str, str] | None = None
+) -> list[Objective]:
     objectives = []
     for name, weight, maximize in specs:
-        metric = resolve_metric(name, tables)
+        metric = resolve_metric(name, tables, others)
         if weight < 0:
             raise UserError(f"objective {name!r} has a negative weight ({weight})")
-        objectives.append(Objective(metric, float(weight), MAXIMISED_BY_DEFAULT[metric.split(":")[0]] if maximize is None else maximize))
+        default = MAXIMISED_BY_DEFAULT.get(metric.split(":")[0], False)  # a table's other metric (energy): minimised
+        objectives.append(Objective(metric, float(weight), default if maximize is None else maximize))
     if len({o.metric for o in objectives}) != len(objectives):
         raise UserError("an objective is listed twice")
     if sum(o.weight for o in objectives) <= 0:
@@ -79,7 +94,7 @@ def make_objectives(specs: list[tuple[str, float, bool | None]], tables: list[st
     return objectives
 
 
-def parse_constraint(text: str, tables: list[str]) -> Constraint:
+def parse_constraint(text: str, tables: list[str], others: dict[str, str] | None = None) -> Constraint:
     match = _CONSTRAINT.match(text)
     if not match:
         raise UserError(f"constraint {text!r} is not of the form '<metric> <= <number>' or '<metric> >= <number>'")
@@ -87,7 +102,7 @@ def parse_constraint(text: str, tables: list[str]) -> Constraint:
         value = float(match["value"])
     except ValueError:
         raise UserError(f"constraint {text!r}: {match['value']!r} is not a number") from None
-    return Constraint(resolve_metric(match["metric"], tables), match["op"], value, text.strip())
+    return Constraint(resolve_metric(match["metric"], tables, others), match["op"], value, text.strip())
 
 
 def check_satisfiable(constraints: list[Constraint], bounds: dict[str, tuple[float, float]]) -> None:

@@ -45,8 +45,9 @@ def stage_sections(cfg: ExperimentConfig, stage: str) -> tuple[str, ...]:
 
 def stage_hash(cfg: ExperimentConfig, stage: str) -> str:
     dump = cfg.model_dump(mode="json")
-    if dump["search"]["accuracy"] == "supernet":  # the default leaves the hashes of runs made before the key existed as they were
-        del dump["search"]["accuracy"]
+    for key, default in (("accuracy", "supernet"), ("dir", "search")):  # defaults leave the hashes of earlier runs as they were
+        if dump["search"][key] == default:
+            del dump["search"][key]
     return config_hash({k: dump[k] for k in stage_sections(cfg, stage)})
 
 
@@ -56,7 +57,7 @@ def stage_outputs(cfg: ExperimentConfig, stage: str) -> list[Output]:
         return [Output(f"lut/{name}.json", accept=lambda path, name=name: _table_fits(cfg, name, path)) for name in cfg.lut.tables]
     if stage == "supernet":
         return [Output("supernet/supernet.pt"), Output("supernet/last.pt", required=False)]
-    return [Output(f"search/{name}") for name in ("state.json", "history.csv", "pareto.csv")]
+    return [Output(f"{cfg.search.dir}/{name}") for name in ("state.json", "history.csv", "pareto.csv")]
 
 
 def _table_fits(cfg: ExperimentConfig, name: str, path: Path) -> bool:
@@ -104,8 +105,9 @@ def build_experiment_tables(cfg: ExperimentConfig, only: str | None = None, prog
     Builds resume: measured entries are kept. Tables given by ``path`` are checked and copied. With
     ``lut.validate_nets`` a fresh table is also validated on whole networks and calibrated.
     """
-    from lut.build import build_table, lut_space, table_path
+    from lut.build import DECLARED, build_table, lut_space, table_path
     from lut.measure import MeasureProtocol, make_backend
+    from lut.published import published_table
     from lut.table import LatencyTable
     from lut.validate import validate, write_report
 
@@ -116,12 +118,14 @@ def build_experiment_tables(cfg: ExperimentConfig, only: str | None = None, prog
     for name in [only] if only else list(cfg.lut.tables):
         tc = cfg.lut.tables[name]
         dest = table_path(cfg, name)
-        if tc.path:
-            table = LatencyTable.load(tc.path)
-            table.check_space(space, batch=tc.batch)
+        if tc.path or tc.published:
+            table = LatencyTable.load(tc.path) if tc.path else published_table(space, tc.published)
+            table.check_space(space, batch=tc.batch, declared=DECLARED)
             tables[name] = table
             table.save(dest)
-            print(f"[lut] {name}: {tc.path} fits space {space.name} at {space.resolution} ({table.header['device']}) -> {dest}")
+            print(
+                f"[lut] {name}: {tc.path or tc.published} fits space {space.name} at {space.resolution} ({table.header['device']}) -> {dest}"
+            )
             continue
         backend = make_backend(tc.backend, tc.threads, tc.clock)
         try:
@@ -213,7 +217,7 @@ def search_stage(cfg: ExperimentConfig, resume: bool, progress: bool, writer: bo
         accuracy = shared_across_ranks(evaluator.evaluate)
     metrics = ArchMetrics(space, load_tables(cfg), accuracy, lut_space(cfg))
     seed = cfg.seed if cfg.search.seed is None else cfg.search.seed
-    search = Search(space, cfg.search, metrics, cfg.run_path / "search", seed, stage_hash(cfg, "search"), writer=writer)
+    search = Search(space, cfg.search, metrics, cfg.run_path / cfg.search.dir, seed, stage_hash(cfg, "search"), writer=writer)
     result = search.run(resume=resume, progress=progress)
     return {"evaluations": len(result.history), "front_size": len(result.pareto)}
 
@@ -227,8 +231,8 @@ def check_search_setup(cfg: ExperimentConfig) -> None:
 
     check_accuracy_source(cfg)
     metrics = ArchMetrics(experiment_space(cfg), load_tables(cfg), None, lut_space(cfg))
-    make_objectives([(o.name, o.weight, o.maximize) for o in cfg.search.objectives], metrics.tables)
-    check_satisfiable([parse_constraint(c, metrics.tables) for c in cfg.search.constraints], metrics.bounds)
+    make_objectives([(o.name, o.weight, o.maximize) for o in cfg.search.objectives], metrics.tables, metrics.others)
+    check_satisfiable([parse_constraint(c, metrics.tables, metrics.others) for c in cfg.search.constraints], metrics.bounds)
 
 
 def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> Path:

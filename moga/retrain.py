@@ -71,7 +71,7 @@ def arch_id(arch: Arch | str) -> str:
 
 # ----------------------------------------------------------------------------- resolving the pick
 def front_path(cfg: ExperimentConfig) -> Path:
-    return cfg.run_path / "search" / "pareto.csv"
+    return cfg.run_path / cfg.search.dir / "pareto.csv"
 
 
 def _read_search_front(cfg: ExperimentConfig) -> pd.DataFrame:

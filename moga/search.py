@@ -230,8 +230,9 @@ class Search:
         self.space, self.cfg, self.metrics, self.seed = space, cfg, metrics, seed
         self.out_dir, self.config_hash, self.writer = Path(out_dir), config_hash, writer
         specs = [(o.name, o.weight, o.maximize) for o in cfg.objectives]
-        self.objectives = make_objectives(specs, metrics.tables)
-        self.constraints = [parse_constraint(c, metrics.tables) for c in cfg.constraints]
+        others = getattr(metrics, "others", {})  # tables of another metric than latency (energy)
+        self.objectives = make_objectives(specs, metrics.tables, others)
+        self.constraints = [parse_constraint(c, metrics.tables, others) for c in cfg.constraints]
         self.truth = truth if truth is not None else GroundTruth.for_space(space, required=cfg.accuracy == "benchmark")
         self.by_network = cfg.accuracy == "benchmark"
         bounds = dict(metrics.bounds)

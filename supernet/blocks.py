@@ -46,20 +46,35 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(self.expand(self.act(self.reduce(s))))
 
 
+class ChannelShuffle(nn.Module):
+    """ShuffleNet's channel shuffle: (groups, C / groups) channels -> (C / groups, groups), so the next grouped
+    conv sees channels of every group (a reshape and a transpose, exported to ONNX as such)."""
+
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
 class InvertedResidual(nn.Module):
-    """1x1 expand, kxk depthwise (stride), optional SE, 1x1 project; residual when shapes allow."""
+    """1x1 expand (grouped + channel shuffle when ``groups`` > 1), kxk depthwise (stride), optional SE,
+    1x1 project (grouped alike); residual when shapes allow."""
 
     def __init__(self, shape: BlockShape):
         super().__init__()
-        mid = shape.mid_ch
+        mid, g = shape.mid_ch, shape.groups
         self.residual = shape.residual
-        self.expand = ConvBNAct(shape.in_ch, mid, 1, act=shape.act) if mid != shape.in_ch else nn.Identity()
+        self.expand = ConvBNAct(shape.in_ch, mid, 1, groups=g, act=shape.act) if shape.has_expand else nn.Identity()
+        self.shuffle = ChannelShuffle(g) if g > 1 else nn.Identity()
         self.depthwise = ConvBNAct(mid, mid, shape.kernel, shape.stride, groups=mid, act=shape.act)
         self.se = SqueezeExcite(mid, shape.se_ch, shape.act) if shape.se_ch else nn.Identity()
-        self.project = ConvBNAct(mid, shape.out_ch, 1)
+        self.project = ConvBNAct(mid, shape.out_ch, 1, groups=g)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.project(self.se(self.depthwise(self.expand(x))))
+        y = self.project(self.se(self.depthwise(self.shuffle(self.expand(x)))))
         return x + y if self.residual else y
 
 

@@ -89,12 +89,12 @@ def block_cost(b: BlockShape) -> tuple[int, int]:
     elif b.kind == "separable":
         parts = [_conv(b.in_ch, b.in_ch, b.kernel, b.out_hw, b.in_ch), _bn(b.in_ch), _conv(b.in_ch, b.out_ch, 1, b.out_hw), _bn(b.out_ch)]
     elif b.kind == "ir":
-        if b.mid_ch != b.in_ch:
-            parts += [_conv(b.in_ch, b.mid_ch, 1, b.in_hw), _bn(b.mid_ch)]
+        if b.has_expand:
+            parts += [_conv(b.in_ch, b.mid_ch, 1, b.in_hw, b.groups), _bn(b.mid_ch)]
         parts += [_conv(b.mid_ch, b.mid_ch, b.kernel, b.out_hw, b.mid_ch), _bn(b.mid_ch)]
         if b.se_ch:
             parts += [_conv(b.mid_ch, b.se_ch, 1, 1, bias=True), _conv(b.se_ch, b.mid_ch, 1, 1, bias=True)]
-        parts += [_conv(b.mid_ch, b.out_ch, 1, b.out_hw), _bn(b.out_ch)]
+        parts += [_conv(b.mid_ch, b.out_ch, 1, b.out_hw, b.groups), _bn(b.out_ch)]
     elif b.kind == "skip" and not b.is_identity:
         parts = [_conv(b.in_ch, b.out_ch, 1, b.out_hw), _bn(b.out_ch)]
     elif b.kind == "head":

@@ -4,7 +4,8 @@ A space file names the fixed parts (stem, separable block, head), each searchabl
 channels / stride / activation, and the choice set: either the product kernels x expansions x squeeze-excite
 (optionally with a skip choice where a layer keeps its shape), or an explicit list of tokens
 (``[skip, k3e3, k5e6]``: every layer offers exactly these, in this order; a ``skip`` on a layer that changes
-stride or channels is the projection 1x1 conv (with the stride) + BN + ``layers.skip_act``). A space may name
+stride or channels is the projection 1x1 conv (with the stride) + BN + ``layers.skip_act``; ``k3e1g2``: both 1x1
+convs in 2 groups with a channel shuffle; ``layers.expand_e1`` keeps the expansion conv at expansion 1, as FBNet). A space may name
 its ``benchmark`` (trained accuracies of every network, ``supernet.benchmark``). ``get_space`` resolves it
 for a number of classes, an input resolution, a width multiplier and a stride variant.
 ``SearchSpace.layer_shape`` is the single place where shapes are derived: model building, parameter/MAC
@@ -60,6 +61,7 @@ class _LayersYaml(_Strict):
     strides: list[int]
     acts: list[Literal[ACTIVATIONS]] | Literal[ACTIVATIONS]  # type: ignore[valid-type]
     skip_act: Literal[ACTIVATIONS] = "identity"  # type: ignore[valid-type]  # after a skip's projection conv + BN
+    expand_e1: bool = False  # keep the 1x1 expansion conv at expansion 1 (FBNet); False drops it (MoGA)
 
 
 class _ChoicesYaml(_Strict):
@@ -82,17 +84,18 @@ class _HeadYaml(_Strict):
     scale_with_width: bool = True
 
 
-_TOKEN = re.compile(r"^k(?P<k>[1-9][0-9]*)e(?P<e>[0-9]+(?:\.[0-9]+)?)(?P<se>se)?$")
+_TOKEN = re.compile(r"^k(?P<k>[1-9][0-9]*)e(?P<e>[0-9]+(?:\.[0-9]+)?)(?:g(?P<g>[1-9][0-9]*))?(?P<se>se)?$")
 
 
 def parse_token(token: str) -> Choice:
-    """The ``Choice`` a token names: ``skip``, ``k<kernel>e<expansion>`` or ``k<kernel>e<expansion>se``."""
+    """The ``Choice`` a token names: ``skip`` or ``k<kernel>e<expansion>[g<groups>][se]`` (``k3e6``, ``k5e3se``;
+    ``k3e1g2``: both 1x1 convs in 2 groups with a channel shuffle after the expansion, as FBNet)."""
     if token == "skip":
         return Choice(skip=True)
     match = _TOKEN.match(token)
-    if not match or float(match["e"]) <= 0:
-        raise ValueError(f"{token!r} is not a choice token (skip, k<kernel>e<expansion>[se], e.g. k3e6 or k5e3se)")
-    return Choice(int(match["k"]), float(match["e"]), match["se"] is not None)
+    if not match or float(match["e"]) <= 0 or match["g"] == "1":
+        raise ValueError(f"{token!r} is not a choice token (skip, k<kernel>e<expansion>[g<groups>][se], e.g. k3e6, k5e3se or k3e1g2)")
+    return Choice(int(match["k"]), float(match["e"]), match["se"] is not None, groups=int(match["g"] or 1))
 
 
 class _SpaceYaml(_Strict):
@@ -126,12 +129,13 @@ class Choice:
     expansion: float = 0.0
     se: bool = False
     skip: bool = False
+    groups: int = 1  # of both 1x1 convs; > 1 adds a channel shuffle after the expansion
 
     @property
     def token(self) -> str:
         if self.skip:
             return "skip"
-        return f"k{self.kernel}e{self.expansion:g}" + ("se" if self.se else "")
+        return f"k{self.kernel}e{self.expansion:g}" + (f"g{self.groups}" if self.groups > 1 else "") + ("se" if self.se else "")
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ class LayerSpec:
     act: str
     choices: tuple[Choice, ...]
     skip_act: str = "identity"  # a skip that changes stride or channels: 1x1 conv + BN + this
+    expand_e1: bool = False  # an expansion-1 choice keeps its 1x1 expansion conv
 
     @property
     def keeps_shape(self) -> bool:
@@ -165,6 +170,13 @@ class BlockShape:
     se_ch: int = 0  # squeeze-excite bottleneck width, 0 = no SE
     fc_ch: int = 0  # head: 1x1 conv after pooling, 0 = none
     act: str = "identity"
+    groups: int = 1  # ir: groups of both 1x1 convs, channel shuffle after the expansion when > 1
+    expand_e1: bool = False  # ir at expansion 1: the 1x1 expansion conv is kept (C_in -> C_in)
+
+    @property
+    def has_expand(self) -> bool:
+        """Whether an ir block has its 1x1 expansion conv (always unless expansion 1 drops it)."""
+        return self.mid_ch != self.in_ch or self.expand_e1
 
     @property
     def residual(self) -> bool:
@@ -180,7 +192,9 @@ class BlockShape:
         """Readable, greppable latency-table key."""
         io = f"{self.in_hw}x{self.in_hw}x{self.in_ch}-{self.out_ch}"
         if self.kind == "ir":
-            return f"ir:{io}:k{self.kernel}e{self.expansion:g}:s{self.stride}:se{int(self.se_ch > 0)}:{self.act}"
+            op = f"k{self.kernel}e{self.expansion:g}" + (f"g{self.groups}" if self.groups > 1 else "")
+            e1 = ":e1conv" if self.expand_e1 else ""
+            return f"ir:{io}:{op}:s{self.stride}:se{int(self.se_ch > 0)}:{self.act}{e1}"
         if self.kind == "head":
             return f"head:{io}:c{self.mid_ch}:fc{self.fc_ch}:{self.act}"
         return f"{self.kind}:{io}:k{self.kernel}:s{self.stride}:{self.act}"
@@ -242,6 +256,8 @@ class SearchSpace:
             mid_ch=mid,
             se_ch=mid // 4 if op.se else 0,
             act=spec.act,
+            groups=op.groups,
+            expand_e1=spec.expand_e1 and mid == spec.in_channels,
         )
 
     def canonical(self, genes: tuple[int, ...] | list[int]) -> tuple[int, ...]:
@@ -360,7 +376,8 @@ def get_space(
         out_ch = ch(out)
         can_skip = skip_where_shape_kept and stride == 1 and prev == out_ch
         choices = tuple(base) + ((Choice(skip=True),) if can_skip else ())
-        layers.append(LayerSpec(prev, out_ch, stride, act, choices, y.layers.skip_act))
+        _check_groups(y.name, len(layers) + 1, prev, out_ch, choices, y.layers.expand_e1)
+        layers.append(LayerSpec(prev, out_ch, stride, act, choices, y.layers.skip_act, y.layers.expand_e1))
         layer_hw.append(hw)
         hw = (hw + stride - 1) // stride
         prev = out_ch
@@ -380,6 +397,20 @@ def get_space(
         y.name, num_classes, resolution, width_mult, variant, stem, separable, tuple(layers), tuple(layer_hw), head, y.head.dropout,
         y.benchmark,
     )  # fmt: skip
+
+
+def _check_groups(space: str, layer: int, in_ch: int, out_ch: int, choices: tuple[Choice, ...], expand_e1: bool) -> None:
+    """Grouped 1x1 convs need channel counts the groups divide, and an expansion conv to shuffle after."""
+    for op in choices:
+        if op.groups == 1:
+            continue
+        mid = make_divisible(in_ch * op.expansion) if op.expansion != 1 else in_ch
+        if op.expansion == 1 and not expand_e1:
+            raise UserError(f"space {space!r}: {op.token} at expansion 1 needs its expansion conv (set layers.expand_e1: true)")
+        if in_ch % op.groups or mid % op.groups or out_ch % op.groups:
+            raise UserError(
+                f"space {space!r}: layer {layer} ({in_ch}->{mid}->{out_ch} channels) cannot run {op.token} in {op.groups} groups"
+            )
 
 
 def space_spec(space: SearchSpace) -> dict[str, Any]:

@@ -72,10 +72,11 @@ def align_choices(net: Supernet) -> None:
     Per layer, from one random draw: choice ``c`` takes the first ``mid_c`` expansion filters; its
     depthwise kernel is the shared smallest kernel in the centre of zeros (a 7x7 starts as the 3x3); projection
     columns beyond the smallest expansion start at zero (the extra channels grow in); squeeze-excite
-    gates start constant (expand weights zero), a uniform scale that the projection's BN removes.
+    gates start constant (expand weights zero), a uniform scale that the projection's BN removes. Choices with
+    grouped 1x1 convs (FBNet's ``k3e1g2``) have other weight shapes and keep their own initialisation.
     """
     for blocks in net.layers:
-        irs = [b for b in blocks if isinstance(b, InvertedResidual)]
+        irs = [b for b in blocks if isinstance(b, InvertedResidual) and isinstance(b.shuffle, nn.Identity)]  # grouped: own init
         if len(irs) < 2 or any(isinstance(b.expand, nn.Identity) for b in irs):
             continue  # nothing to align, or a choice without an expansion conv (its channels are its input's)
         widest = max(irs, key=lambda b: b.depthwise.conv.weight.shape[0])
