@@ -20,28 +20,27 @@ weights normalised to sum 1, ``d = sum_j w_j (p_j - c_j) / s_j``)::
     -0.5  p Pareto-dominates c
 
 Reference parent.  pymoo mutates crossover children, whose objectives are
-unknown.  :class:`HybridMutation` therefore takes as parent the member of the
-current evaluated population (``algorithm.pop``) closest in Hamming distance to
-the pre-mutation genome (ties: best weighted normalised objective sum); ``s`` is
-that population's objective range.  Without crossover the pre-mutation genome
-*is* a parent, so this is exactly MoreMNAS' parent-vs-child reward.  After the
-offspring are evaluated, call ``hybrid.feedback(child_X, child_F)`` (or use the
-:class:`ControllerFeedback` callback) to compute rewards and update the controller;
-in an ask/tell loop: ``off = algo.ask(); evaluate(off); hybrid.feedback(off X, off F);
-algo.tell(infills=off)``, with ``hybrid = algo.mating.mutation`` (``minimize`` deep-copies
-the algorithm).  Offspring of random mutation are scored too (``last_feedback``
-reports both means) but only controller offspring train the controller.  Records
-of offspring never evaluated (duplicates) are dropped by ``feedback`` and at the
-next generation.
+unknown.  The reference parent of an offspring is therefore the member of the
+evaluated population it was bred from closest in Hamming distance to its
+pre-mutation genome (ties: best weighted normalised objective sum); ``s`` is
+that population's objective range (:func:`mutation_rewards`).  Without
+crossover the pre-mutation genome *is* a parent, so this is exactly MoreMNAS'
+parent-vs-child reward.
+
+Who does what.  :class:`HybridMutation` is a stateless pymoo operator: it
+samples from the controller's current policy and marks each offspring with its
+pre-mutation genome (``pre``) and source (``reinforced``).  The search loop owns
+the controller: after the offspring are evaluated it computes their rewards and
+calls ``controller.update(pre, children, rewards)`` with the controller's
+offspring (``moga.search``).  Offspring of random mutation are rewarded too (the
+loop reports both means) but do not train the controller.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pymoo.core.callback import Callback
 from pymoo.core.crossover import Crossover
 from pymoo.core.duplicate import DuplicateElimination
 from pymoo.core.mutation import Mutation
@@ -147,15 +146,6 @@ class RandomLayerMutation(Mutation):
         return random_layer_mutation(X, self.n_choices, self.prob_per_layer, self.min_changes, random_state)
 
 
-@dataclass
-class ControllerActions:
-    """What the controller did: ``parents[i] -> children[i]`` with ``log_prob[i]``."""
-
-    parents: np.ndarray
-    children: np.ndarray
-    log_prob: np.ndarray
-
-
 class MutationController:
     """REINFORCE-trained mutation policy (see module docstring)."""
 
@@ -206,8 +196,8 @@ class MutationController:
             raise ValueError(f"genomes must be [n, {self.n_choices.size}] ints within n_choices")
         return g
 
-    def propose(self, parents: np.ndarray, rng: Rng) -> tuple[np.ndarray, ControllerActions]:
-        """Sample one child per parent genome (>= ``min_changes`` layers changed)."""
+    def propose(self, parents: np.ndarray, rng: Rng) -> np.ndarray:
+        """Sample one child per parent genome (>= ``min_changes`` layers changed); the policy is unchanged."""
         parents = self._check(parents)
         P, keep, c, T = self._stats(parents)
         (n, L), ar = parents.shape, np.arange(len(parents))
@@ -223,8 +213,14 @@ class MutationController:
             target = np.minimum((cum <= u_target[:, layer, None]).sum(axis=-1), last)
             children[change, layer] = target[change]
             need = np.maximum(need - change, 0)
-        logp = np.log(P[ar[:, None], np.arange(L), children]).sum(axis=1) - np.log(T[:, 0, self.min_changes])
-        return children, ControllerActions(parents, children, logp)
+        return children
+
+    def log_prob(self, parents: np.ndarray, children: np.ndarray) -> np.ndarray:
+        """Log-probability of ``parents[i] -> children[i]`` under the policy conditioned on ``min_changes``."""
+        parents, children = self._check(parents), self._check(children)
+        P, _, _, T = self._stats(parents)
+        rows, layers = np.arange(len(parents))[:, None], np.arange(parents.shape[1])
+        return np.log(P[rows, layers, children]).sum(axis=1) - np.log(T[:, 0, self.min_changes])
 
     def grad_log_prob(self, parents: np.ndarray, children: np.ndarray) -> np.ndarray:
         """Gradient of the conditional log-prob w.r.t. rows ``logits[l, parents[i, l]]``."""
@@ -245,10 +241,11 @@ class MutationController:
             g += (others / T[:, 0, m, None] * p_keep)[..., None] * (keep - P)
         return g
 
-    def update(self, actions: ControllerActions, rewards: np.ndarray) -> None:
-        """One REINFORCE step on a batch; advantage = reward - moving-average baseline."""
+    def update(self, parents: np.ndarray, children: np.ndarray, rewards: np.ndarray) -> None:
+        """One REINFORCE step on a batch of proposals ``parents[i] -> children[i]`` rewarded ``rewards[i]``;
+        advantage = reward - moving-average baseline."""
         rewards = np.asarray(rewards, dtype=float).reshape(-1)
-        parents, children = self._check(actions.parents), self._check(actions.children)
+        parents, children = self._check(parents), self._check(children)
         if len(rewards) != len(parents):
             raise ValueError(f"{len(rewards)} rewards for {len(parents)} actions")
         if len(rewards) == 0:
@@ -290,124 +287,57 @@ def mutation_reward(child_F: np.ndarray, parent_F: np.ndarray, scale: np.ndarray
     return np.select([dom, dominated, d > 0], [1.0, -0.5, 0.5], 0.0)
 
 
-def _nearest(pre: np.ndarray, ref_X: np.ndarray, ref_F: np.ndarray, w: np.ndarray) -> dict[str, Any]:
-    lo, scale = ref_F.min(axis=0), np.ptp(ref_F, axis=0)
+def mutation_rewards(pre: np.ndarray, children_F: np.ndarray, pop_X: np.ndarray, pop_F: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Reward of each offspring (objectives ``children_F``, bred by mutating genome ``pre[i]``) against its
+    reference parent in the evaluated population ``pop_X, pop_F`` it was bred from (see module docstring)."""
+    pop_F, w = np.asarray(pop_F, float), np.asarray(weights, float)
+    lo, scale = pop_F.min(axis=0), np.ptp(pop_F, axis=0)
     scale = np.where(scale > 0, scale, 1.0)
-    score = ((ref_F - lo) / scale) @ w
-    i = np.lexsort((score, (ref_X != pre).sum(axis=1)))[0]
-    return {"parent_F": ref_F[i].tolist(), "scale": scale.tolist()}
+    score = ((pop_F - lo) / scale) @ (w / w.sum())
+    nearest = [np.lexsort((score, (pop_X != x).sum(axis=1)))[0] for x in np.asarray(pre)]
+    return np.array([mutation_reward(f, pop_F[i], scale, w)[0] for f, i in zip(np.asarray(children_F, float), nearest, strict=True)])
 
 
 class HybridMutation(Mutation):
-    """Per individual: controller w.p. ``reinforced_ratio``, else random mutation.
+    """Per individual: the controller's proposal w.p. ``reinforced_ratio``, else random mutation.
 
-    Every offspring is recorded (keyed by genome) with its source, pre-mutation
-    genome and reference parent; :meth:`feedback` consumes the records.
+    Stateless but for the controller's policy, which it only reads: each offspring carries its
+    pre-mutation genome (``pre``) and whether the controller proposed it (``reinforced``), from which the
+    search loop rewards the proposals and updates the controller once they are evaluated.
     """
 
     def __init__(
         self,
         n_choices: np.ndarray,
-        controller: MutationController | None = None,
+        controller: MutationController,
         reinforced_ratio: float = 0.5,
         prob_per_layer: float | None = None,
         min_changes: int = 1,
-        reward_weights: np.ndarray | None = None,
     ) -> None:
         super().__init__(prob=1.0)
         self.random = RandomLayerMutation(n_choices, prob_per_layer, min_changes)
         self.n_choices = self.random.n_choices
-        self.controller = controller or MutationController(self.n_choices, min_changes=min_changes)
-        if self.controller.n_choices.tolist() != self.n_choices.tolist():
+        if controller.n_choices.tolist() != self.n_choices.tolist():
             raise ValueError("controller.n_choices differs from n_choices")
+        self.controller = controller
         self.reinforced_ratio = float(reinforced_ratio)
-        self.reward_weights = None if reward_weights is None else np.asarray(reward_weights, float)
-        self.pending: dict[bytes, dict[str, Any]] = {}
-        self.last_feedback: dict[str, Any] = {}
-        self._gen: int | None = None
 
-    def _do(self, problem: Any, X: np.ndarray, *args: Any, random_state: Rng, **kwargs: Any) -> np.ndarray:
+    def do(self, problem: Any, pop: Any, inplace: bool = True, *args: Any, random_state: Rng, **kwargs: Any) -> Any:
+        reinforced = random_state.random(len(pop)) < self.reinforced_ratio
+        pre = np.asarray(pop.get("X"), dtype=np.int64)
+        off = super().do(problem, pop, inplace, *args, random_state=random_state, reinforced=reinforced, **kwargs)
+        off.set("pre", pre, "reinforced", reinforced)
+        return off
+
+    def _do(self, problem: Any, X: np.ndarray, *args: Any, random_state: Rng, reinforced: np.ndarray, **kwargs: Any) -> np.ndarray:
         _check_problem(problem, self.n_choices)
         X = np.asarray(X, dtype=np.int64)
-        ctrl = random_state.random(len(X)) < self.reinforced_ratio
         Y = X.copy()
-        Y[~ctrl] = random_layer_mutation(X[~ctrl], self.n_choices, self.random.prob_per_layer, self.random.min_changes, random_state)
-        if ctrl.any():
-            Y[ctrl] = self.controller.propose(X[ctrl], random_state)[0]
-        algorithm = kwargs.get("algorithm")
-        if getattr(algorithm, "n_iter", None) != self._gen:  # new generation: drop stale records
-            self.pending.clear()
-            self._gen = getattr(algorithm, "n_iter", None)
-        pop = getattr(algorithm, "pop", None)
-        ref_X, ref_F = (None, None) if pop is None or len(pop) == 0 else pop.get("X", "F")
-        has_ref = ref_F is not None and ref_F.ndim == 2 and ref_F.shape[1] > 0 and np.isfinite(ref_F).all()
-        for i in range(len(X)):
-            rec = {"controller": bool(ctrl[i]), "pre": X[i].tolist()}
-            if has_ref:
-                rec |= _nearest(X[i], ref_X, np.asarray(ref_F, float), self._w(ref_F.shape[1]))
-            self.pending.setdefault(genome_key(Y[i]), rec)
+        rand = self.random
+        Y[~reinforced] = random_layer_mutation(X[~reinforced], self.n_choices, rand.prob_per_layer, rand.min_changes, random_state)
+        if reinforced.any():
+            Y[reinforced] = self.controller.propose(X[reinforced], random_state)
         return Y
-
-    def _w(self, m: int) -> np.ndarray:
-        return np.ones(m) / m if self.reward_weights is None else self.reward_weights / self.reward_weights.sum()
-
-    def feedback(
-        self,
-        child_X: np.ndarray,
-        child_F: np.ndarray,
-        ref_X: np.ndarray | None = None,
-        ref_F: np.ndarray | None = None,
-        update: bool = True,
-    ) -> dict[str, Any]:
-        """Reward evaluated offspring, update the controller, clear all pending records.
-
-        ``ref_X/ref_F`` (the evaluated population the offspring were bred from)
-        override the reference parents captured at mutation time; they are needed
-        when mutation ran without ``algorithm``.  Call once per generation.
-        """
-        child_X, child_F = np.asarray(child_X, np.int64), np.atleast_2d(np.asarray(child_F, float))
-        rows: dict[bool, list[tuple[list[int], np.ndarray, float]]] = {True: [], False: []}
-        for x, f in zip(child_X, child_F, strict=True):
-            rec = self.pending.get(genome_key(x))
-            if rec is None:
-                continue
-            if ref_X is not None and ref_F is not None:
-                rec = rec | _nearest(np.asarray(rec["pre"]), np.asarray(ref_X), np.asarray(ref_F, float), self._w(f.size))
-            if "parent_F" not in rec:
-                raise ValueError("no reference parent recorded; pass ref_X and ref_F")
-            r = mutation_reward(f, rec["parent_F"], rec["scale"], self.reward_weights)[0]
-            rows[rec["controller"]].append((rec["pre"], x, float(r)))
-        self.pending.clear()
-        ctl = rows[True]
-        if update and ctl:
-            pre, kids, r = (np.array(v) for v in zip(*ctl, strict=True))
-            self.controller.update(ControllerActions(pre, kids, np.full(len(r), np.nan)), r)
-        self.last_feedback = {}
-        for name, rs in (("controller", [t[2] for t in ctl]), ("random", [t[2] for t in rows[False]])):
-            self.last_feedback |= {f"{name}_n": len(rs), f"{name}_mean_reward": float(np.mean(rs)) if rs else float("nan")}
-        return self.last_feedback
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "controller": self.controller.state_dict(),
-            "pending": [[list(np.frombuffer(k, np.int64).tolist()), v] for k, v in self.pending.items()],
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.controller.load_state_dict(state["controller"])
-        self.pending = {genome_key(np.array(k)): dict(v) for k, v in state["pending"]}
-
-
-class ControllerFeedback(Callback):
-    """pymoo callback feeding each generation's evaluated offspring to the running
-    algorithm's :class:`HybridMutation` (``minimize`` deep-copies the algorithm,
-    so the operator is looked up on ``algorithm.mating.mutation``)."""
-
-    def notify(self, algorithm: Any) -> None:
-        mut = getattr(getattr(algorithm, "mating", None), "mutation", None)
-        off = getattr(algorithm, "off", None)
-        if isinstance(mut, HybridMutation) and off is not None and len(off) > 0:
-            mut.feedback(off.get("X"), off.get("F"))
 
 
 class GenomeDuplicateElimination(DuplicateElimination):

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.core.duplicate import DuplicateElimination
+from pymoo.core.population import Population
 from pymoo.core.problem import Problem
 from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
@@ -45,7 +46,7 @@ from tqdm.auto import tqdm
 from moga.config import SearchConfig
 from moga.crowding import make_crowding_function, weighted_crowding_distance
 from moga.objectives import Constraint, Objective, check_satisfiable, column, make_objectives, parse_constraint
-from moga.operators import ArchSampling, GenomeDuplicateElimination, HybridMutation, LayerCrossover, MutationController
+from moga.operators import ArchSampling, GenomeDuplicateElimination, HybridMutation, LayerCrossover, MutationController, mutation_rewards
 from moga.plots import line_plot, pairwise_plot, pareto_plot
 from moga.truefront import GroundTruth, TrueFront, feasible_front, hypervolume, objective_matrix
 from supernet.arch import Arch, has_codes
@@ -196,19 +197,31 @@ class NetworkDuplicateElimination(DuplicateElimination):
         return is_duplicate
 
 
-def _build_algorithm(cfg: SearchConfig, space: SearchSpace, objectives: list[Objective], by_network: bool = False) -> NSGA2:
+def _build_algorithm(cfg: SearchConfig, space: SearchSpace, objectives: list[Objective], controller: MutationController,
+                     by_network: bool = False) -> NSGA2:  # fmt: skip
     n = np.array(space.n_choices)
     weights = np.array([o.weight for o in objectives])
     survival = RankAndCrowding(crowding_func=make_crowding_function(weights)) if cfg.weighted_crowding else RankAndCrowding()
-    controller = MutationController(n, lr=cfg.controller_lr)
     return NSGA2(
         pop_size=cfg.population,
         sampling=ArchSampling(n, homogeneous=cfg.initial == "homogeneous"),
         crossover=LayerCrossover(cfg.crossover, cfg.crossover_prob),
-        mutation=HybridMutation(n, controller, cfg.reinforced_ratio, cfg.mutation_prob, reward_weights=weights),
+        mutation=HybridMutation(n, controller, cfg.reinforced_ratio, cfg.mutation_prob),
         survival=survival,
         eliminate_duplicates=NetworkDuplicateElimination(space) if by_network else GenomeDuplicateElimination(),
     )
+
+
+def _reinforce(controller: MutationController, parents: Population, offspring: Population, weights: np.ndarray) -> dict[str, float]:
+    """Reward the evaluated ``offspring`` bred from the population ``parents``, train ``controller`` on those it
+    proposed and return the count and mean reward of both sources (a generation row's columns)."""
+    pre, X, F, reinforced = offspring.get("pre", "X", "F", "reinforced")
+    rewards, reinforced = mutation_rewards(pre, F, *parents.get("X", "F"), weights), reinforced.astype(bool)
+    controller.update(pre[reinforced], X[reinforced].astype(np.int64), rewards[reinforced])
+    feedback: dict[str, float] = {}
+    for name, mask in (("controller", reinforced), ("random", ~reinforced)):
+        feedback |= {f"{name}_n": int(mask.sum()), f"{name}_mean_reward": float(rewards[mask].mean()) if mask.any() else float("nan")}
+    return feedback
 
 
 class Search:
@@ -260,10 +273,10 @@ class Search:
             raise UserError(f"{self.out_dir} holds an unfinished search (generation {state['completed']}); pass --resume to continue it")
         return state
 
-    def _save_state(self, record: EvaluationRecord, completed: int, gens: list[dict], mutation: HybridMutation | None) -> None:
+    def _save_state(self, record: EvaluationRecord, completed: int, gens: list[dict], controller: MutationController | None) -> None:
         state = {"config_hash": self.config_hash, "seed": self.seed, "completed": completed, "generations": gens, "records": record.records}
-        if mutation is not None:
-            state["controller"] = mutation.controller.state_dict()
+        if controller is not None:
+            state["controller"] = controller.state_dict()
         write_json(self.state_path, state)
 
     # ------------------------------------------------------------------ ground truth
@@ -302,24 +315,35 @@ class Search:
         gens: list[dict] = []
         bar = tqdm(total=self.cfg.generations, desc="search", unit="gen", disable=not progress, dynamic_ncols=True)
         if self.cfg.algorithm == "random":
-            mutation = None
             self._random_search(problem, record, gens, state["completed"], bar)
         else:
-            algorithm = _build_algorithm(self.cfg, self.space, self.objectives, self.by_network)
-            mutation = algorithm.mating.mutation
-            algorithm.setup(problem, termination=("n_gen", self.cfg.generations), seed=self.seed, verbose=False)
-            while algorithm.has_next():
-                start, before = time.perf_counter(), (record.eval_seconds, record.new_evaluations)
-                record.generation = algorithm.n_gen or 1
-                offspring = algorithm.ask()
-                algorithm.evaluator.eval(problem, offspring)
-                algorithm.tell(infills=offspring)
-                feedback = mutation.feedback(offspring.get("X"), offspring.get("F")) if mutation.pending else {}
-                self._end_generation(record, gens, start, before, feedback, state["completed"], mutation, bar)
+            self._evolve(problem, record, gens, state["completed"], bar)
         bar.close()
         return self._write_outputs(record, gens)
 
+    def _evolve(self, problem: ArchProblem, record: EvaluationRecord, gens: list[dict], completed: int, bar: tqdm) -> None:
+        """Weighted NSGA-II through pymoo's ask/tell; the loop owns the mutation controller and trains it on the
+        evaluated offspring it proposed (the operators only read its policy)."""
+        controller = MutationController(np.array(self.space.n_choices), lr=self.cfg.controller_lr)
+        weights = np.array([o.weight for o in self.objectives])
+        algorithm = _build_algorithm(self.cfg, self.space, self.objectives, controller, self.by_network)
+        algorithm.setup(problem, termination=("n_gen", self.cfg.generations), seed=self.seed, verbose=False)
+        while algorithm.has_next():
+            start, before = time.perf_counter(), (record.eval_seconds, record.new_evaluations)
+            record.generation = algorithm.n_gen or 1
+            parents = algorithm.pop  # None before the initial population: its offspring are sampled, not mutated
+            offspring = algorithm.ask()
+            algorithm.evaluator.eval(problem, offspring)
+            algorithm.tell(infills=offspring)
+            feedback = {} if parents is None else _reinforce(controller, parents, offspring, weights)
+            self._end_generation(record, gens, start, before, feedback, completed, controller, bar)
+
     def _random_search(self, problem: ArchProblem, record: EvaluationRecord, gens: list[dict], completed: int, bar: tqdm) -> None:
+        """Random search, the baseline: a documented exception to pymoo. It has no population, selection,
+        mating or survival, so a pymoo ``Algorithm`` would only wrap this loop; its sampler draws each gene from
+        its own generator seeded with the search's seed (one draw per gene, rejecting genomes, or networks with
+        ``accuracy: benchmark``, already drawn), which a pymoo wrapper would have to reproduce draw for draw to
+        keep the results of earlier seeds."""
         rng = np.random.default_rng(self.seed)
         seen: set[bytes] = set()  # genomes, or networks (canonical genomes) with accuracy from the table
         for generation in range(1, self.cfg.generations + 1):
@@ -339,7 +363,7 @@ class Search:
             self._end_generation(record, gens, start, before, {}, completed, None, bar)
 
     def _end_generation(self, record: EvaluationRecord, gens: list[dict], start: float, before: tuple[float, int], feedback: dict,
-                        completed: int, mutation: HybridMutation | None, bar: tqdm) -> None:  # fmt: skip
+                        completed: int, controller: MutationController | None, bar: tqdm) -> None:  # fmt: skip
         if len(gens) < min(completed, len(self._saved_generations)):
             # a replayed generation: its row as recorded when it ran (the record now also holds later generations)
             gens.append(self._saved_generations[len(gens)] | {"replayed": True})
@@ -356,7 +380,7 @@ class Search:
             )  # fmt: skip
         hv, front_size = gens[-1]["hypervolume"], gens[-1]["front_size"]
         if len(gens) > completed and self.writer:
-            self._save_state(record, len(gens), gens, mutation)
+            self._save_state(record, len(gens), gens, controller)
         bar.set_postfix(evals=len(record.records), front=front_size, hv=f"{hv:.4f}")
         bar.update(1)
 
