@@ -10,18 +10,16 @@ import pytest
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.core.population import Population
 from pymoo.core.problem import Problem
-from pymoo.optimize import minimize
 
 from moga.operators import (
     ArchSampling,
-    ControllerActions,
-    ControllerFeedback,
     GenomeDuplicateElimination,
     HybridMutation,
     LayerCrossover,
     MutationController,
     RandomLayerMutation,
     mutation_reward,
+    mutation_rewards,
 )
 
 N_CHOICES = np.array([12] * 14)
@@ -75,7 +73,7 @@ def test_homogeneous_sampling_starts_with_the_one_choice_networks() -> None:
     random_part = ArchSampling(MIXED).do(ToyArch(MIXED), 13, random_state=np.random.default_rng(0)).get("X")
     np.testing.assert_array_equal(X[7:], random_part)  # then what the random sampling would draw
     small = ArchSampling(N_CHOICES, homogeneous=True).do(ToyArch(N_CHOICES), 5, random_state=np.random.default_rng(0)).get("X")
-    np.testing.assert_array_equal(small, np.repeat(np.arange(5)[:, None], 14, axis=1))  # a smaller population: the first ones
+    assert [set(row) for row in small] == [{0}, {1}, {2}, {3}, {4}]  # a smaller population: the first ones
 
 
 def _parents(rng: np.random.Generator, n: int = 50) -> np.ndarray:
@@ -137,11 +135,15 @@ def test_controller_propose_bounds_min_changes_and_logprob() -> None:
     rng = np.random.default_rng(5)
     ctl = MutationController(MIXED, min_changes=2)
     parents = rng.integers(0, MIXED, size=(400, len(MIXED)))
-    children, act = ctl.propose(parents, rng)
+    logits = ctl.logits.copy()
+    children = ctl.propose(parents, rng)
     assert np.all(children >= 0) and np.all(children < MIXED)
     assert np.all((children != parents).sum(axis=1) >= 2)
     assert np.all(children[:, 1] == 0)
-    assert isinstance(act, ControllerActions) and np.all(np.isfinite(act.log_prob)) and np.all(act.log_prob < 0)
+    log_prob = ctl.log_prob(parents, children)
+    assert np.all(np.isfinite(log_prob)) and np.all(log_prob < 0)
+    np.testing.assert_array_equal(ctl.logits, logits)  # proposing does not change the policy
+    assert ctl.n_updates == 0 and ctl.baseline == 0.0
 
 
 def test_controller_conditional_sampling_is_exact() -> None:
@@ -154,11 +156,11 @@ def test_controller_conditional_sampling_is_exact() -> None:
     joint[1, 0] = 0.0  # "no change" excluded
     joint /= joint.sum()
     rng = np.random.default_rng(6)
-    kids, act = ctl.propose(np.repeat(parent, 40000, axis=0), rng)
+    kids = ctl.propose(np.repeat(parent, 40000, axis=0), rng)
     freq = np.zeros((2, 3))
     np.add.at(freq, (kids[:, 0], kids[:, 1]), 1)
     np.testing.assert_allclose(freq / freq.sum(), joint, atol=0.01)
-    np.testing.assert_allclose(np.exp(act.log_prob), joint[kids[:, 0], kids[:, 1]])
+    np.testing.assert_allclose(np.exp(ctl.log_prob(np.repeat(parent, len(kids), axis=0), kids)), joint[kids[:, 0], kids[:, 1]])
 
 
 def test_controller_gradient_matches_finite_differences() -> None:
@@ -166,10 +168,10 @@ def test_controller_gradient_matches_finite_differences() -> None:
     ctl = MutationController(MIXED, min_changes=2)
     ctl.logits += rng.normal(size=ctl.logits.shape) * ctl.valid
     parents = rng.integers(0, MIXED, size=(3, len(MIXED)))
-    kids, act = ctl.propose(parents, rng)
+    kids = ctl.propose(parents, rng)
     g = ctl.grad_log_prob(parents, kids)
 
-    np.testing.assert_allclose(act.log_prob, [_logp(ctl, parents[i], kids[i]) for i in range(3)])
+    np.testing.assert_allclose(ctl.log_prob(parents, kids), [_logp(ctl, parents[i], kids[i]) for i in range(3)])
     for i in range(3):
         for layer in (0, 2, 4):
             f = parents[i, layer]
@@ -203,9 +205,9 @@ def test_controller_learns_rewarded_move() -> None:
     before = ctl.probs(np.zeros((1, 4), int))[0, 0, 2]
     for _ in range(300):
         parents = rng.integers(0, 3, size=(16, 4))
-        kids, act = ctl.propose(parents, rng)
+        kids = ctl.propose(parents, rng)
         r = ((kids[:, 0] == 2) & (parents[:, 0] != 2)).astype(float)
-        ctl.update(act, r)
+        ctl.update(parents, kids, r)
     after = ctl.probs(np.array([[0, 0, 0, 0], [1, 1, 1, 1]]))[:, 0, 2]
     assert before == pytest.approx(0.125)
     assert np.all(after > 0.6), after
@@ -217,19 +219,18 @@ def test_controller_state_dict_round_trip() -> None:
     ctl = MutationController(N_CHOICES)
     for _ in range(20):
         p = rng.integers(0, 12, size=(8, 14))
-        _, a = ctl.propose(p, rng)
-        ctl.update(a, rng.random(8))
+        ctl.update(p, ctl.propose(p, rng), rng.random(8))
     state = json.loads(json.dumps(ctl.state_dict()))
     clone = MutationController(N_CHOICES)
     clone.load_state_dict(state)
     p = rng.integers(0, 12, size=(32, 14))
-    k1, a1 = ctl.propose(p, np.random.default_rng(42))
-    k2, a2 = clone.propose(p, np.random.default_rng(42))
+    k1 = ctl.propose(p, np.random.default_rng(42))
+    k2 = clone.propose(p, np.random.default_rng(42))
     np.testing.assert_array_equal(k1, k2)
-    np.testing.assert_array_equal(a1.log_prob, a2.log_prob)
+    np.testing.assert_array_equal(ctl.log_prob(p, k1), clone.log_prob(p, k2))
     r = np.linspace(-1, 1, 32)
-    ctl.update(a1, r)
-    clone.update(a2, r)
+    ctl.update(p, k1, r)
+    clone.update(p, k2, r)
     np.testing.assert_array_equal(ctl.logits, clone.logits)
     assert ctl.baseline == clone.baseline
     with pytest.raises(ValueError, match="n_choices"):
@@ -246,48 +247,46 @@ def test_mutation_reward_cases() -> None:
     assert r[0] == 0.5
 
 
-def test_hybrid_records_and_feedback_updates_controller() -> None:
-    rng = np.random.default_rng(10)
-    prob = ToyArch(N_CHOICES)
-    hyb = HybridMutation(N_CHOICES, reinforced_ratio=0.5)
-    X = rng.integers(0, 12, size=(40, 14))
-    out: dict[str, Any] = {}
-    prob._evaluate(X, out)
-
-    class Algo:
-        pop = Population.new("X", X, "F", out["F"])
-
-    off = hyb.do(prob, Population.new("X", X.copy()), random_state=rng, algorithm=Algo())
-    Y = off.get("X")
-    assert np.all((Y != X).sum(axis=1) >= 1)
-    n_ctrl = sum(rec["controller"] for rec in hyb.pending.values())
-    n_unique = len({tuple(y) for y in Y})
-    assert 5 < n_ctrl < 35 and len(hyb.pending) == n_unique
-    # reference parent = the pre-mutation genome itself (it is in the population)
-    rec = hyb.pending[Y[0].astype(np.int64).tobytes()]
-    np.testing.assert_array_equal(rec["parent_F"], out["F"][0])
-    state = json.loads(json.dumps(hyb.state_dict()))
-    yf: dict[str, Any] = {}
-    prob._evaluate(Y, yf)
-    stats = hyb.feedback(Y, yf["F"])
-    assert stats["controller_n"] == n_ctrl and stats["controller_n"] + stats["random_n"] == n_unique
-    assert hyb.controller.n_updates == 1 and not hyb.pending
-    clone = HybridMutation(N_CHOICES)
-    clone.load_state_dict(state)
-    assert clone.feedback(Y, yf["F"]) == stats
+def test_mutation_rewards_against_the_nearest_population_member() -> None:
+    pop_X = np.array([[0, 0], [1, 1], [0, 1]])
+    pop_F = np.array([[4.0, 0.0], [2.0, 1.0], [0.0, 2.0]])  # ranges 4 and 2: normalised [1, 0], [.5, .5], [0, 1]
+    # with weights (3, 1) the scores are 0.75, 0.5, 0.25; [1, 0] is one layer from both [0, 0] and [1, 1], so its
+    # reference is [1, 1] (the better score; against [0, 0], children 0 and 2 would score +0.5); [0, 1] is its own
+    pre = np.array([[1, 0], [0, 1], [1, 0]])
+    children_F = np.array([[1.0, 0.5], [0.0, 2.0], [3.0, 1.0]])
+    r = mutation_rewards(pre, children_F, pop_X, pop_F, np.array([3.0, 1.0]))
+    # child 0 dominates its reference (2, 1); child 1 equals its own; child 2 is dominated by (2, 1)
+    np.testing.assert_array_equal(r, [1.0, 0.0, -0.5])
 
 
-def test_hybrid_feedback_requires_reference() -> None:
-    rng = np.random.default_rng(11)
-    hyb = HybridMutation(N_CHOICES, reinforced_ratio=1.0)
-    X = rng.integers(0, 12, size=(6, 14))
-    Y = hyb.do(ToyArch(N_CHOICES), Population.new("X", X), random_state=rng).get("X")
-    with pytest.raises(ValueError, match="ref_X"):
-        hyb.feedback(Y, np.zeros((6, 3)))
-    hyb.do(ToyArch(N_CHOICES), Population.new("X", X), random_state=rng)
-    Y = np.array([np.frombuffer(k, np.int64) for k in hyb.pending])
-    stats = hyb.feedback(Y, np.zeros((len(Y), 3)), ref_X=X, ref_F=np.ones((6, 3)))
-    assert stats["controller_n"] == len(Y) and stats["controller_mean_reward"] == 1.0
+def test_hybrid_marks_offspring_and_only_reads_the_policy() -> None:
+    X = np.random.default_rng(10).integers(0, 12, size=(40, 14))
+    ctl = MutationController(N_CHOICES)
+    hyb = HybridMutation(N_CHOICES, ctl, reinforced_ratio=0.5)
+    before = json.dumps(ctl.state_dict())
+
+    def mutate(seed: int) -> Population:
+        return hyb.do(ToyArch(N_CHOICES), Population.new("X", X.copy()), random_state=np.random.default_rng(seed))
+
+    off = mutate(0)
+    Y, pre, reinforced = off.get("X", "pre", "reinforced")
+    np.testing.assert_array_equal(pre, X)
+    assert reinforced.dtype == bool and 5 < reinforced.sum() < 35
+    assert np.all((Y != X).sum(axis=1) >= 1) and np.all(Y < N_CHOICES)
+    assert json.dumps(ctl.state_dict()) == before  # the policy is read, never changed
+    np.testing.assert_array_equal(mutate(0).get("X"), Y)  # nothing carried from one call to the next
+    assert not np.array_equal(mutate(1).get("X"), Y)
+    # the controller's policy decides its share: made certain to move layer 0 to choice 7, its offspring all do
+    ctl.logits[0, :, :] = -20.0
+    ctl.logits[0, :, 7] = 20.0
+    off = mutate(0)
+    Y, reinforced = off.get("X", "reinforced")
+    assert np.all(Y[reinforced & (X[:, 0] != 7), 0] == 7)
+    everyone = HybridMutation(N_CHOICES, ctl, reinforced_ratio=1.0).do(ToyArch(N_CHOICES), Population.new("X", X.copy()),
+                                                                       random_state=np.random.default_rng(0))  # fmt: skip
+    assert everyone.get("reinforced").all()
+    with pytest.raises(ValueError, match="controller"):
+        HybridMutation(MIXED, ctl)
 
 
 def test_duplicate_elimination_by_genome() -> None:
@@ -298,16 +297,26 @@ def test_duplicate_elimination_by_genome() -> None:
 
 
 def _search(seed: int, ratio: float = 0.5) -> tuple[np.ndarray, dict[str, Any]]:
+    """NSGA-II through ask/tell, the loop training the controller on the offspring it proposed."""
+    controller, problem = MutationController(N_CHOICES), ToyArch(N_CHOICES)
     algo = NSGA2(
         pop_size=24,
         sampling=ArchSampling(N_CHOICES),
         crossover=LayerCrossover("uniform"),
-        mutation=HybridMutation(N_CHOICES, reinforced_ratio=ratio),
+        mutation=HybridMutation(N_CHOICES, controller, reinforced_ratio=ratio),
         eliminate_duplicates=GenomeDuplicateElimination(),
     )
-    res = minimize(ToyArch(N_CHOICES), algo, ("n_gen", 12), seed=seed, callback=ControllerFeedback())
-    hyb = res.algorithm.mating.mutation
-    return np.hstack([res.pop.get("X"), res.pop.get("F")]), hyb.controller.state_dict()
+    algo.setup(problem, termination=("n_gen", 12), seed=seed)
+    while algo.has_next():
+        parents = algo.pop
+        off = algo.ask()
+        algo.evaluator.eval(problem, off)
+        algo.tell(infills=off)
+        if parents is not None:
+            pre, X, F, reinforced = off.get("pre", "X", "F", "reinforced")
+            rewards = mutation_rewards(pre, F, *parents.get("X", "F"), np.ones(3))
+            controller.update(pre[reinforced], X[reinforced], rewards[reinforced])
+    return np.hstack([algo.pop.get("X"), algo.pop.get("F")]), controller.state_dict()
 
 
 def test_nsga2_deterministic_given_seed() -> None:

@@ -5,8 +5,10 @@ import pandas as pd
 import pytest
 
 from moga.config import SearchConfig
+from moga.operators import MutationController
 from moga.search import Search
 from supernet import UserError, get_space
+from supernet.io import read_json
 from tests.fakes import FakeMetrics
 
 SPACE = get_space("moga", num_classes=10, resolution=32, variant="cifar")
@@ -113,3 +115,20 @@ def test_homogeneous_initial_population(tmp_path):
 def test_bad_objectives(tmp_path, objectives, message):
     with pytest.raises(UserError, match=message):
         make_search(tmp_path, objectives=objectives)
+
+
+def test_the_loop_trains_the_controller_on_its_offspring(tmp_path):
+    """Generation 1 is sampled, not mutated; every later one rewards each offspring by its source and trains the
+    controller once on those it proposed (``reinforced_ratio`` of them), the policy saved with the state."""
+    result = make_search(tmp_path, reinforced_ratio=0.5).run(progress=False)
+    gens = result.generations
+    assert gens[["controller_n", "random_n"]].iloc[0].isna().all()
+    later = gens.iloc[1:]
+    assert ((later["controller_n"] + later["random_n"]) == 16).all() and (later["controller_n"] > 0).all()
+    assert later[["controller_mean_reward", "random_mean_reward"]].apply(lambda r: r.between(-0.5, 1.0)).all().all()
+    controller = read_json(tmp_path / "s" / "state.json", "state")["controller"]
+    assert controller["n_updates"] == 4 and np.any(np.array(controller["logits"]) != MutationController(np.array(SPACE.n_choices)).logits)
+    never = make_search(tmp_path, "never", reinforced_ratio=0.0).run(progress=False).generations
+    assert (never["controller_n"].iloc[1:] == 0).all() and read_json(tmp_path / "never" / "state.json", "state")["controller"][
+        "n_updates"
+    ] == 0
