@@ -1,7 +1,9 @@
 """The search: weighted NSGA-II (pymoo) over a space's integer genome, or random search as a baseline.
 
 The loop reads like the algorithm: ask pymoo for offspring, evaluate the new architectures (each
-architecture once, batched), tell pymoo, reward the mutation controller, save the generation.
+architecture once, batched), tell pymoo, reward the mutation controller, save the generation. The loop owns the
+controller and updates it explicitly; the pymoo operators only read its policy (``moga.operators``). Random
+search is a pymoo algorithm too (``RandomSearch``), driven by the same loop.
 
 Resume without pickles: every completed generation saves ``state.json`` holding all evaluations so
 far. ``--resume`` re-runs the (deterministic, seeded) loop from generation 1 answering evaluations from
@@ -36,6 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.algorithm import Algorithm
 from pymoo.core.duplicate import DuplicateElimination
 from pymoo.core.population import Population
 from pymoo.core.problem import Problem
@@ -224,6 +227,35 @@ def _reinforce(controller: MutationController, parents: Population, offspring: P
     return feedback
 
 
+class RandomSearch(Algorithm):
+    """Random search, the baseline, as a pymoo algorithm: each generation ``population`` genomes never drawn
+    before (with ``by_network``: networks, so equivalent codes count as drawn), each gene drawn in turn from
+    pymoo's generator; no selection, mating or survival. A generation is smaller when a tiny space runs out."""
+
+    def __init__(self, space: SearchSpace, population: int, by_network: bool = False):
+        super().__init__()
+        self.space, self.population, self.by_network = space, population, by_network
+        self.drawn: set[bytes] = set()
+
+    def _initialize_infill(self) -> Population:
+        return self._infill()
+
+    def _infill(self) -> Population:
+        batch: list[np.ndarray] = []
+        for _ in range(self.population * 100):  # bounded: tiny spaces simply run out of new architectures
+            if len(batch) == self.population:
+                break
+            g = np.array([self.random_state.integers(n) for n in self.space.n_choices])
+            key = np.array(self.space.canonical(tuple(g.tolist()))).tobytes() if self.by_network else g.tobytes()
+            if key not in self.drawn:
+                self.drawn.add(key)
+                batch.append(g)
+        return Population.new("X", np.stack(batch)) if batch else Population.empty()
+
+    def _advance(self, infills: Population | None = None, **kwargs: Any) -> None:
+        self.pop = infills
+
+
 class Search:
     """One search run writing into ``out_dir`` (history, front, plots, per-generation state)."""
 
@@ -314,53 +346,32 @@ class Search:
         problem = ArchProblem(self.space, self.objectives, self.constraints, record)
         gens: list[dict] = []
         bar = tqdm(total=self.cfg.generations, desc="search", unit="gen", disable=not progress, dynamic_ncols=True)
-        if self.cfg.algorithm == "random":
-            self._random_search(problem, record, gens, state["completed"], bar)
-        else:
-            self._evolve(problem, record, gens, state["completed"], bar)
+        self._loop(problem, record, gens, state["completed"], bar)
         bar.close()
         return self._write_outputs(record, gens)
 
-    def _evolve(self, problem: ArchProblem, record: EvaluationRecord, gens: list[dict], completed: int, bar: tqdm) -> None:
-        """Weighted NSGA-II through pymoo's ask/tell; the loop owns the mutation controller and trains it on the
-        evaluated offspring it proposed (the operators only read its policy)."""
+    def _algorithm(self) -> tuple[Algorithm, MutationController | None]:
+        """The pymoo algorithm, and the mutation controller this search owns (None for random search)."""
+        if self.cfg.algorithm == "random":
+            return RandomSearch(self.space, self.cfg.population, self.by_network), None
         controller = MutationController(np.array(self.space.n_choices), lr=self.cfg.controller_lr)
+        return _build_algorithm(self.cfg, self.space, self.objectives, controller, self.by_network), controller
+
+    def _loop(self, problem: ArchProblem, record: EvaluationRecord, gens: list[dict], completed: int, bar: tqdm) -> None:
+        """pymoo's ask/tell. With NSGA-II the loop owns the mutation controller (the operators only read its
+        policy) and, once a mated generation's offspring are evaluated, trains it on those it proposed."""
+        algorithm, controller = self._algorithm()
         weights = np.array([o.weight for o in self.objectives])
-        algorithm = _build_algorithm(self.cfg, self.space, self.objectives, controller, self.by_network)
         algorithm.setup(problem, termination=("n_gen", self.cfg.generations), seed=self.seed, verbose=False)
         while algorithm.has_next():
             start, before = time.perf_counter(), (record.eval_seconds, record.new_evaluations)
             record.generation = algorithm.n_gen or 1
-            parents = algorithm.pop  # None before the initial population: its offspring are sampled, not mutated
+            mated, parents = algorithm.is_initialized, algorithm.pop  # the first ask samples the initial population
             offspring = algorithm.ask()
             algorithm.evaluator.eval(problem, offspring)
             algorithm.tell(infills=offspring)
-            feedback = {} if parents is None else _reinforce(controller, parents, offspring, weights)
+            feedback = _reinforce(controller, parents, offspring, weights) if controller is not None and mated else {}
             self._end_generation(record, gens, start, before, feedback, completed, controller, bar)
-
-    def _random_search(self, problem: ArchProblem, record: EvaluationRecord, gens: list[dict], completed: int, bar: tqdm) -> None:
-        """Random search, the baseline: a documented exception to pymoo. It has no population, selection,
-        mating or survival, so a pymoo ``Algorithm`` would only wrap this loop; its sampler draws each gene from
-        its own generator seeded with the search's seed (one draw per gene, rejecting genomes, or networks with
-        ``accuracy: benchmark``, already drawn), which a pymoo wrapper would have to reproduce draw for draw to
-        keep the results of earlier seeds."""
-        rng = np.random.default_rng(self.seed)
-        seen: set[bytes] = set()  # genomes, or networks (canonical genomes) with accuracy from the table
-        for generation in range(1, self.cfg.generations + 1):
-            start, before = time.perf_counter(), (record.eval_seconds, record.new_evaluations)
-            record.generation = generation
-            batch: list[np.ndarray] = []
-            for _ in range(self.cfg.population * 100):  # bounded: tiny spaces simply run out of new architectures
-                if len(batch) == self.cfg.population:
-                    break
-                g = np.array([rng.integers(n) for n in self.space.n_choices])
-                key = np.array(self.space.canonical(tuple(g.tolist()))).tobytes() if self.by_network else g.tobytes()
-                if key not in seen:
-                    seen.add(key)
-                    batch.append(g)
-            if batch:
-                problem.evaluate(np.stack(batch))
-            self._end_generation(record, gens, start, before, {}, completed, None, bar)
 
     def _end_generation(self, record: EvaluationRecord, gens: list[dict], start: float, before: tuple[float, int], feedback: dict,
                         completed: int, controller: MutationController | None, bar: tqdm) -> None:  # fmt: skip
