@@ -1,5 +1,5 @@
-"""Argument types of the command line: a count or amount out of range is a usage error naming the option
-(``argument --budget: expected a number > 0, got -5``), refused before the command does anything."""
+"""Argument types and shared arguments of the command line: a count or amount out of range is a usage error
+naming the option (``argument --budget: expected a number > 0, got -5``), refused before the command does anything."""
 
 from __future__ import annotations
 
@@ -43,3 +43,9 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
     return value
+
+
+def add_overrides(p: argparse.ArgumentParser, help: str = "section.key=value config overrides") -> None:
+    """The ``key=value`` config overrides of a command that loads an experiment; more may follow its options
+    (``moga.cli.parse_args`` appends those)."""
+    p.add_argument("overrides", nargs="*", help=help)

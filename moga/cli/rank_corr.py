@@ -1,0 +1,133 @@
+"""``moga rank-corr``: how well the supernet ranks architectures - against standalone training of sampled
+ones, or against a tabular benchmark (CLI glue over ``moga.rankcorr``; distributed like ``moga retrain``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from moga.cli.argtypes import add_overrides, at_least
+from moga.cli.distributed import distributed
+from supernet.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "rank-corr",
+        help="Kendall τ / Spearman ρ / top-k overlap of supernet vs standalone (or benchmark-table) accuracy -> <run_dir>/rankcorr/",
+    )
+    p.add_argument("experiment", help="experiment YAML (its run_dir holds the trained supernet)")
+    add_overrides(p, "section.key=value overrides; the retrain section is the recipe, e.g. retrain.epochs=2")
+    p.add_argument(
+        "--models", type=at_least(3), default=None, metavar="K",
+        help="architectures to train, spread over the latency range (>= 3); with --benchmark: networks of the table to score",
+    )  # fmt: skip
+    p.add_argument(
+        "--seeds", type=at_least(1), default=None, metavar="S",
+        help="standalone trainings per model (default 1); S >= 2 averages them and reports their own seed-to-seed τ",
+    )  # fmt: skip
+    p.add_argument(
+        "--benchmark", default=None, metavar="NAME",
+        help="train nothing: the ground truth is a tabular benchmark of the experiment's space (nasbench_macro) "
+        "-> <run_dir>/rankcorr/benchmark_NAME/",
+    )  # fmt: skip
+    p.add_argument("--all", action="store_true", help="with --benchmark: score every distinct network of the table (instead of --models)")
+    p.add_argument(
+        "--equivalents", choices=("canonical", "mean"), default=None,
+        help="with --benchmark: score each network's canonical path (default) or the mean over all its equivalent codes' paths",
+    )  # fmt: skip
+    p.add_argument(
+        "--top-k",
+        type=at_least(1),
+        default=None,
+        metavar="k",
+        help="size of the top sets compared (default K // 3; with --benchmark N // 10)",
+    )
+    p.add_argument("--resamples", type=at_least(1), default=1000, help="bootstrap resamples for the 95%% intervals (default 1000)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_rank_corr)
+
+
+def cmd_rank_corr(args: argparse.Namespace) -> None:
+    from moga.config import load_config
+    from moga.rankcorr import rank_correlation
+
+    if args.benchmark is not None:
+        if args.seeds is not None:
+            raise UserError("--seeds does not apply with --benchmark: the table's own seeds are the ground truth (nothing is trained)")
+        if (args.models is None) == (not args.all):
+            raise UserError("with --benchmark give exactly one of --models N (a random sample of the table's networks) and --all")
+        return _rank_corr_benchmark(args)
+    for flag, given in (("--all", args.all), ("--equivalents", args.equivalents is not None)):
+        if given:
+            raise UserError(f"{flag} needs --benchmark NAME (it picks networks of a tabular benchmark)")
+    if args.models is None:
+        raise UserError("rank-corr needs --models K (architectures to train), or --benchmark NAME with --models N / --all")
+    cfg = load_config(args.experiment, args.overrides)
+    with distributed(cfg.device) as (ctx, device):
+        report = rank_correlation(
+            cfg,
+            args.models,
+            seeds=1 if args.seeds is None else args.seeds,
+            top_k=args.top_k,
+            resamples=args.resamples,
+            progress=not args.no_progress and ctx.is_main,
+            dist=ctx,
+            device=device,
+        )
+    if not ctx.is_main:
+        return
+    out = cfg.run_path / "rankcorr"
+    print(f"rank-corr: {report['models']} models ordered by {report['ordered_by']}; supernet (search_val) vs standalone (test)")
+    tau, rho, top = (_statistic(report[name]) for name in ("kendall_tau", "spearman_rho", "top_k_overlap"))
+    print(f"  Kendall τ {tau}   Spearman ρ {rho}   top-{report['top_k']} overlap {top}")
+    if "seed_to_seed_tau" in report:
+        print(f"  standalone vs standalone ({report['seeds']} seeds): Kendall τ {_statistic(report['seed_to_seed_tau'])}")
+    print(f"  {out}/: rankcorr.csv, rankcorr.json, rankcorr.png")
+
+
+def _rank_corr_benchmark(args: argparse.Namespace) -> None:
+    from moga.config import load_config
+    from moga.rankcorr import benchmark_dir, rank_correlation_benchmark
+
+    cfg = load_config(args.experiment, args.overrides)
+    with distributed(cfg.device) as (ctx, device):
+        report = rank_correlation_benchmark(
+            cfg,
+            args.benchmark,
+            None if args.all else args.models,
+            equivalents=args.equivalents or "canonical",
+            top_k=args.top_k,
+            resamples=args.resamples,
+            progress=not args.no_progress and ctx.is_main,
+            dist=ctx,
+            device=device,
+        )
+    if not ctx.is_main:
+        return
+    which = "all" if report["all"] else "a random sample"
+    print(
+        f"rank-corr: {report['models']} {report['benchmark']} networks ({which}, {report['equivalents']} paths: "
+        f"{report['paths_scored']} scored); supernet (search_val) vs the table's mean test accuracy"
+    )
+    print(
+        f"  supernet  Kendall τ {_statistic(report['kendall_tau'])}   Spearman ρ {_statistic(report['spearman_rho'])}   "
+        f"top-{report['top_k']} overlap {_statistic(report['top_k_overlap'])}"
+    )
+    print(f"  supernet −val loss  Kendall τ {_statistic(report['supernet_neg_loss']['kendall_tau'])}   (the same logits' cross-entropy)")
+    for name, stats in report["proxies"].items():
+        label = {"flops": "FLOPs", "params": "params"}.get(name, name)
+        print(f"  {label:<8}  Kendall τ {_statistic(stats['kendall_tau'])}   (zero-training proxy)")
+    print(f"  ceiling   Kendall τ {_statistic(report['seed_to_seed_tau'])}   (the table's seed-to-seed τ)")
+    sc = report["scoring"]
+    print(
+        f"  scoring {sc['wall_seconds']:.1f} s ({sc['networks_per_min']:.0f} networks/min), {sc['blocks_run']} blocks run "
+        f"vs {sc['blocks_one_by_one']} one by one; statistics {report['statistics_wall_seconds']:.1f} s"
+    )
+    print(f"  {benchmark_dir(cfg, report['benchmark'])}/: rankcorr.csv, rankcorr.json, rankcorr.png")
+
+
+def _statistic(stat: dict[str, Any]) -> str:
+    lo, hi = stat["ci95"]
+    value = "n/a" if stat["value"] is None else f"{stat['value']:.3f}"
+    return value + ("" if lo is None else f" (95% CI {lo:.3f}..{hi:.3f})")
