@@ -7,11 +7,11 @@ import argparse
 import json
 from typing import Any
 
-from moga.cli.argtypes import at_least, positive_float
+from moga.cli.argtypes import add_actions, at_least, positive_float
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    arch = sub.add_parser("arch", help="inspect architectures").add_subparsers(dest="arch_command", required=True, metavar="ACTION")
+    arch = add_actions(sub, "arch", "inspect architectures")
     p = arch.add_parser("show", help="per-layer table, parameters and multiply-adds of one architecture")
     p.add_argument("arch", help="zoo name (moga_a, fairnas_c, ...), architecture string, or digit code (--space nasbench_macro 22212220)")
     space_args(p)

@@ -26,23 +26,27 @@ def at_least(minimum: int) -> Callable[[str], int]:
 
 def positive_float(text: str) -> float:
     """A finite ``float`` argument greater than zero (a latency budget, a latency limit)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
+    return _finite(text, "number > 0", lambda value: value > 0)
 
 
 def finite_float(text: str) -> float:
+    """A finite ``float`` argument (an accuracy floor)."""
+    return _finite(text, "number", lambda value: True)
+
+
+def _finite(text: str, what: str, accept: Callable[[float], bool]) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a {what}, got {text!r}") from None
+    if not (math.isfinite(value) and accept(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite {what}, got {text}")
     return value
+
+
+def add_actions(sub: argparse._SubParsersAction, noun: str, help: str) -> argparse._SubParsersAction:
+    """The sub-commands of a noun that has several (``moga lut build``, ``moga lut show``, ...)."""
+    return sub.add_parser(noun, help=help).add_subparsers(dest=f"{noun}_command", required=True, metavar="ACTION")
 
 
 def add_overrides(p: argparse.ArgumentParser, help: str = "section.key=value config overrides") -> None:

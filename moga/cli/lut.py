@@ -6,13 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from moga.cli.argtypes import add_overrides, at_least, positive_float
+from moga.cli.argtypes import add_actions, add_overrides, at_least, positive_float
 from supernet.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    lut = sub.add_parser("lut", help="latency lookup tables: build, show, validate, export blocks, import timings")
-    act = lut.add_subparsers(dest="lut_command", required=True, metavar="ACTION")
+    act = add_actions(sub, "lut", "latency lookup tables: build, show, validate, export blocks, import timings")
 
     p = act.add_parser("build", help="measure (or load and check) the experiment's latency tables into <run_dir>/lut/")
     p.add_argument("experiment", help="experiment YAML")

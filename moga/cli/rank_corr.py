@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from moga.cli.argtypes import add_overrides, at_least
-from moga.cli.distributed import distributed
+from moga.cli.distributed import on_every_rank
 from supernet.errors import UserError
 
 
@@ -64,18 +64,11 @@ def cmd_rank_corr(args: argparse.Namespace) -> None:
     if args.models is None:
         raise UserError("rank-corr needs --models K (architectures to train), or --benchmark NAME with --models N / --all")
     cfg = load_config(args.experiment, args.overrides)
-    with distributed(cfg.device) as (ctx, device):
-        report = rank_correlation(
-            cfg,
-            args.models,
-            seeds=1 if args.seeds is None else args.seeds,
-            top_k=args.top_k,
-            resamples=args.resamples,
-            progress=not args.no_progress and ctx.is_main,
-            dist=ctx,
-            device=device,
-        )
-    if not ctx.is_main:
+    seeds = 1 if args.seeds is None else args.seeds
+    report = on_every_rank(
+        cfg.device, not args.no_progress, rank_correlation, cfg, args.models, seeds=seeds, top_k=args.top_k, resamples=args.resamples
+    )
+    if report is None:
         return
     out = cfg.run_path / "rankcorr"
     print(f"rank-corr: {report['models']} models ordered by {report['ordered_by']}; supernet (search_val) vs standalone (test)")
@@ -91,19 +84,18 @@ def _rank_corr_benchmark(args: argparse.Namespace) -> None:
     from moga.rankcorr import benchmark_dir, rank_correlation_benchmark
 
     cfg = load_config(args.experiment, args.overrides)
-    with distributed(cfg.device) as (ctx, device):
-        report = rank_correlation_benchmark(
-            cfg,
-            args.benchmark,
-            None if args.all else args.models,
-            equivalents=args.equivalents or "canonical",
-            top_k=args.top_k,
-            resamples=args.resamples,
-            progress=not args.no_progress and ctx.is_main,
-            dist=ctx,
-            device=device,
-        )
-    if not ctx.is_main:
+    report = on_every_rank(
+        cfg.device,
+        not args.no_progress,
+        rank_correlation_benchmark,
+        cfg,
+        args.benchmark,
+        None if args.all else args.models,
+        equivalents=args.equivalents or "canonical",
+        top_k=args.top_k,
+        resamples=args.resamples,
+    )
+    if report is None:
         return
     which = "all" if report["all"] else "a random sample"
     print(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from moga.cli.argtypes import add_overrides
-from moga.cli.distributed import distributed
+from moga.cli.distributed import on_every_rank
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,9 +38,8 @@ def cmd_retrain(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.experiment, args.overrides)
     pick = resolve_pick(cfg, row=args.pick, arch=args.arch, zoo=args.zoo)
-    with distributed(cfg.device) as (ctx, device):
-        result = retrain(cfg, pick, resume=args.resume, progress=not args.no_progress and ctx.is_main, dist=ctx, device=device)
-    if not ctx.is_main:
+    result = on_every_rank(cfg.device, not args.no_progress, retrain, cfg, pick, resume=args.resume)
+    if result is None:
         return
     out = cfg.run_path / "retrain" / arch_id(pick.arch)
     weights = " (EMA weights)" if result["ema"] else ""

@@ -9,15 +9,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from moga.cli.argtypes import add_overrides
+from moga.cli.argtypes import add_actions, add_overrides
 from moga.cli.distributed import distributed
 from moga.experiment import experiment_dataset, experiment_space, locked_on_rank0
 from supernet.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    group = sub.add_parser("supernet", help="train the weight-sharing supernet (FairNAS strict fairness), evaluate its paths")
-    act = group.add_subparsers(dest="supernet_command", required=True, metavar="ACTION")
+    act = add_actions(sub, "supernet", "train the weight-sharing supernet (FairNAS strict fairness), evaluate its paths")
 
     p = act.add_parser("train", help="train the experiment's supernet into <run_dir>/supernet/ (torchrun for several processes)")
     p.add_argument("experiment", help="experiment YAML")
