@@ -37,7 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--measured", default=None, help="CSV arch,measured_ms[,measured2_ms] timed on the table's device instead")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_validate)
+    _register_export_and_import(act)
 
+
+def _register_export_and_import(act: argparse._SubParsersAction) -> None:
+    """``moga lut export-blocks`` and ``moga lut import``: timing blocks on another device and reading the timings back."""
     p = act.add_parser("export-blocks", help="write every block (and optionally whole networks) as ONNX, to time on a device")
     p.add_argument("experiment", help="experiment YAML")
     p.add_argument("out_dir", help="output directory")
