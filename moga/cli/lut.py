@@ -6,17 +6,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from moga.cli_types import at_least, positive_float
+from moga.cli.argtypes import add_actions, add_overrides, at_least, positive_float
 from supernet.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    lut = sub.add_parser("lut", help="latency lookup tables: build, show, validate, export blocks, import timings")
-    act = lut.add_subparsers(dest="lut_command", required=True, metavar="ACTION")
+    act = add_actions(sub, "lut", "latency lookup tables: build, show, validate, export blocks, import timings")
 
     p = act.add_parser("build", help="measure (or load and check) the experiment's latency tables into <run_dir>/lut/")
     p.add_argument("experiment", help="experiment YAML")
-    p.add_argument("overrides", nargs="*", help="section.key=value config overrides")
+    add_overrides(p)
     p.add_argument("--table", default=None, help="only this table of lut.tables")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_build)
@@ -38,11 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--measured", default=None, help="CSV arch,measured_ms[,measured2_ms] timed on the table's device instead")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_validate)
+    _register_export_and_import(act)
 
+
+def _register_export_and_import(act: argparse._SubParsersAction) -> None:
+    """``moga lut export-blocks`` and ``moga lut import``: timing blocks on another device and reading the timings back."""
     p = act.add_parser("export-blocks", help="write every block (and optionally whole networks) as ONNX, to time on a device")
     p.add_argument("experiment", help="experiment YAML")
     p.add_argument("out_dir", help="output directory")
-    p.add_argument("overrides", nargs="*", help="section.key=value config overrides")
+    add_overrides(p)
     p.add_argument("--table", default=None, help="take the batch size from this table of lut.tables (default: the first)")
     p.add_argument("--nets", type=at_least(0), default=0, help="also export N random whole networks for on-device validation")
     p.add_argument("--seed", type=at_least(0), default=0)
