@@ -52,4 +52,4 @@ def add_actions(sub: argparse._SubParsersAction, noun: str, help: str) -> argpar
 def add_overrides(p: argparse.ArgumentParser, help: str = "section.key=value config overrides") -> None:
     """The ``key=value`` config overrides of a command that loads an experiment; more may follow its options
     (``moga.cli.parse_args`` appends those)."""
-    p.add_argument("overrides", nargs="*", help=help)
+    p.add_argument("overrides", nargs="*", default=[], help=help)  # a default: argparse would list it as required
