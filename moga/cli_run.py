@@ -53,7 +53,7 @@ def cmd_search(args: argparse.Namespace) -> None:
     from moga.experiment import locked_on_rank0
     from moga.pipeline import search_stage
     from moga.runio import atomic_write_text
-    from supernet.train import init_distributed
+    from supernet.distributed import init_distributed
 
     cfg = load_config(args.experiment, args.overrides)
     ctx, _ = init_distributed(cfg.device)

@@ -39,7 +39,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     import torch.distributed as tdist
 
     from moga.config import dump_config, load_config
-    from supernet.train import init_distributed, train_supernet
+    from supernet.distributed import init_distributed
+    from supernet.train import train_supernet
 
     cfg = load_config(args.experiment, args.overrides)
     ctx, device = init_distributed(cfg.device)
