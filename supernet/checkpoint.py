@@ -146,21 +146,24 @@ def check_classes(dataset: Dataset, space: SearchSpace) -> None:
 
 
 def plan_run(
-    out_dir: Path, final_name: str, final_format: str, what: str, fingerprint: dict[str, Any], resume: bool
+    out_dir: Path,
+    final_name: str,
+    final_format: str,
+    what: str,
+    fingerprint: dict[str, Any],
+    resume: bool,
+    resume_finished: bool = False,
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(checkpoint to resume from, final state of a finished run); at most one is set. Never overwrites a run.
 
     ``out_dir / final_name`` (format ``final_format``) is the finished run, ``last.pt`` the unfinished one;
-    either is refused if made with another ``fingerprint``. With ``resume`` an existing ``last.pt`` is checked
-    first (a corrupt or foreign one is an error even when the run finished). ``what`` names the trained thing.
+    either is refused if made with another ``fingerprint``; ``what`` names the trained thing in messages.
+    ``resume_finished`` (the supernet): with ``resume``, ``last.pt`` is resumed even when the run finished -
+    the checkpoint is checked (format, fingerprint, weights) and the final file rewritten from it. Otherwise a
+    finished run is returned as is.
     """
     last, final = out_dir / "last.pt", out_dir / final_name
-    ckpt = load_checkpoint(last, expect=CHECKPOINT_FORMAT) if resume and last.exists() else None
-    if ckpt is not None and (diff := differences(ckpt.get("fingerprint"), fingerprint)):
-        raise UserError(
-            f"cannot resume {last}: it was trained with other settings ({'; '.join(diff[:3])}); delete it or use another run_dir"
-        )
-    if final.exists():
+    if final.exists() and not (resume and resume_finished and last.exists()):
         done = load_checkpoint(final, expect=final_format)
         if diff := differences(done.get("fingerprint"), fingerprint):
             raise UserError(
@@ -168,7 +171,15 @@ def plan_run(
                 f"use another run_dir, or delete {out_dir} to retrain"
             )
         return None, done
-    if ckpt is None and last.exists():
-        step = load_checkpoint(last, expect=CHECKPOINT_FORMAT)["step"]
-        raise UserError(f"{out_dir} holds an unfinished {what} run (step {step}): pass --resume to continue it, or use another run_dir")
+    if not last.exists():
+        return None, None
+    ckpt = load_checkpoint(last, expect=CHECKPOINT_FORMAT)
+    if not resume:
+        raise UserError(
+            f"{out_dir} holds an unfinished {what} run (step {ckpt['step']}): pass --resume to continue it, or use another run_dir"
+        )
+    if diff := differences(ckpt.get("fingerprint"), fingerprint):
+        raise UserError(
+            f"cannot resume {last}: it was trained with other settings ({'; '.join(diff[:3])}); delete it or use another run_dir"
+        )
     return ckpt, None

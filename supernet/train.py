@@ -137,7 +137,7 @@ def train_supernet(
     prepare_device(device)
     _check_inputs(space, dataset, cfg, ctx)
     fingerprint = training_fingerprint(space, dataset, cfg, seed)
-    checkpoint, finished = plan_run(out_dir, "supernet.pt", SUPERNET_FORMAT, "supernet", fingerprint, resume)
+    checkpoint, finished = plan_run(out_dir, "supernet.pt", SUPERNET_FORMAT, "supernet", fingerprint, resume, resume_finished=True)
     if finished is not None:
         if ctx.is_main:
             print(f"supernet: {out_dir / 'supernet.pt'} is already trained with these settings; nothing to do", file=sys.stderr)
@@ -247,15 +247,7 @@ def fit(model: nn.Module, run: TrainingSetup, checkpoint: dict[str, Any] | None 
     if bar is not None:
         bar.close()
     if run.dist.is_main and curves.rows:
-        last = curves.rows[-1]
-        ips = sum(r["images_per_s"] for r in curves.rows[start:]) / max(1, len(curves.rows) - start)
-        amp = f" ({run.update.precision.name} autocast)" if run.update.precision.enabled else ""
-        print(
-            f"{run.desc}: {run.steps} steps in {last['elapsed_s']:.0f} s, loss {last['loss']:.3f}, "
-            f"train acc {last['train_acc']:.1f}%{last_val}, {ips:.0f} path-images/s{amp}",
-            file=sys.stderr,
-            flush=True,
-        )
+        _print_summary(run, curves, start, last_val)
     return curves
 
 
@@ -402,6 +394,19 @@ def _progress_bar(run: TrainingSetup, start: int) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=run.steps, initial=start, desc=run.desc, unit="step", dynamic_ncols=True)
+
+
+def _print_summary(run: TrainingSetup, curves: Curves, start: int, last_val: str) -> None:
+    """The run's last line: steps, time, final loss and accuracy, throughput of this session's steps."""
+    last = curves.rows[-1]
+    ips = sum(r["images_per_s"] for r in curves.rows[start:]) / max(1, len(curves.rows) - start)
+    amp = f" ({run.update.precision.name} autocast)" if run.update.precision.enabled else ""
+    print(
+        f"{run.desc}: {run.steps} steps in {last['elapsed_s']:.0f} s, loss {last['loss']:.3f}, "
+        f"train acc {last['train_acc']:.1f}%{last_val}, {ips:.0f} path-images/s{amp}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _save(model: nn.Module, run: TrainingSetup, curves: Curves, step: int, elapsed: float) -> None:
