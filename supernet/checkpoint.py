@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,8 @@ def plan_run(
     what: str,
     fingerprint: dict[str, Any],
     resume: bool,
+    *,
+    announce: str | None = None,
     resume_finished: bool = False,
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(checkpoint to resume from, final state of a finished run); at most one is set. Never overwrites a run.
@@ -160,7 +163,7 @@ def plan_run(
     either is refused if made with another ``fingerprint``; ``what`` names the trained thing in messages.
     ``resume_finished`` (the supernet): with ``resume``, ``last.pt`` is resumed even when the run finished -
     the checkpoint is checked (format, fingerprint, weights) and the final file rewritten from it. Otherwise a
-    finished run is returned as is.
+    finished run is returned as is, with a line on stderr ``"{announce}: ... nothing to do"`` if ``announce``.
     """
     last, final = out_dir / "last.pt", out_dir / final_name
     if final.exists() and not (resume and resume_finished and last.exists()):
@@ -170,6 +173,8 @@ def plan_run(
                 f"{final} holds a {what} trained with other settings ({'; '.join(diff[:3])}): "
                 f"use another run_dir, or delete {out_dir} to retrain"
             )
+        if announce is not None:
+            print(f"{announce}: {final} is already trained with these settings; nothing to do", file=sys.stderr)
         return None, done
     if not last.exists():
         return None, None

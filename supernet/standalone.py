@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ from supernet.model import MobileNet
 from supernet.optim import Precision, Update, build_optimizer, build_scheduler
 from supernet.space import space_from_spec, space_spec
 from supernet.supernet import Supernet
-from supernet.train import StepFn, StepStats, TrainingSetup, derive_seed, fit
+from supernet.train import StepFn, StepStats, TrainingSetup, derive_seed, fit, train_loader
 
 STANDALONE_FORMAT = "moga-standalone-v1"
 # Retraining settings that do not change the trained weights: a run may be resumed with other values.
@@ -216,18 +215,14 @@ def train_standalone(
     model = _initial_model(arch, cfg, seed, device, supernet)
     init = f"supernet:{state_digest(model.state_dict())}" if supernet is not None else "random"
     fingerprint = standalone_fingerprint(arch, dataset, cfg, seed, init)
-    checkpoint, finished = plan_run(out_dir, "model.pt", STANDALONE_FORMAT, "network", fingerprint, resume)
+    announce = desc if ctx.is_main else None
+    checkpoint, finished = plan_run(out_dir, "model.pt", STANDALONE_FORMAT, "network", fingerprint, resume, announce=announce)
     if finished is not None:
-        if ctx.is_main:
-            print(f"{desc}: {out_dir / 'model.pt'} is already trained with these settings; nothing to do", file=sys.stderr)
         return finished["result"]
 
     torch.manual_seed(derive_seed(seed, "dropout", ctx.rank))  # distinct dropout masks per rank
     precision = Precision(device, cfg.amp)
-    loader = dataset.loader(
-        "train", cfg.batch_size, seed=seed, rank=ctx.rank, world_size=ctx.world_size, channels_last=cfg.channels_last, augment=cfg.augment,
-        device=device,
-    )  # fmt: skip
+    loader = train_loader(dataset, cfg, seed, ctx, device)
     steps = total_steps(cfg, len(loader))
     optimizer = build_optimizer(model, cfg)
     ema = WeightEMA(model, cfg.ema) if cfg.ema else None

@@ -137,10 +137,11 @@ def train_supernet(
     prepare_device(device)
     _check_inputs(space, dataset, cfg, ctx)
     fingerprint = training_fingerprint(space, dataset, cfg, seed)
-    checkpoint, finished = plan_run(out_dir, "supernet.pt", SUPERNET_FORMAT, "supernet", fingerprint, resume, resume_finished=True)
+    announce = "supernet" if ctx.is_main else None
+    checkpoint, finished = plan_run(
+        out_dir, "supernet.pt", SUPERNET_FORMAT, "supernet", fingerprint, resume, announce=announce, resume_finished=True
+    )
     if finished is not None:
-        if ctx.is_main:
-            print(f"supernet: {out_dir / 'supernet.pt'} is already trained with these settings; nothing to do", file=sys.stderr)
         return load_supernet(out_dir / "supernet.pt", device)
 
     net = _initial_supernet(space, cfg, seed, device)  # identical on every rank
@@ -162,16 +163,7 @@ def train_supernet(
     val_archs = validation_archs(space, cfg.eval_paths, seed)
     optimizer = build_optimizer(net, cfg)
     run = TrainingSetup(
-        loader=dataset.loader(
-            "train",
-            cfg.batch_size,
-            seed=seed,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
-            channels_last=cfg.channels_last,
-            augment=cfg.augment,
-            device=device,  # CUDA: the cached images move to the GPU once and are augmented there
-        ),
+        loader=train_loader(dataset, cfg, seed, ctx, device),
         step_fn=step_fn,
         update=Update(optimizer, build_scheduler(optimizer, cfg.steps, cfg.warmup_steps), precision, cfg.grad_clip),
         steps=cfg.steps,
@@ -324,6 +316,29 @@ def _check_inputs(space: SearchSpace, dataset: Dataset, cfg: SupernetConfig, ctx
         raise UserError(
             f"supernet.batch_size={cfg.batch_size} must be divisible by ranks x micro_batches = {ctx.world_size * cfg.micro_batches}"
         )
+
+
+class LoaderSettings(Protocol):
+    """What ``train_loader`` reads from a config section (``SupernetConfig`` and ``RetrainConfig`` both fit)."""
+
+    batch_size: int
+    channels_last: bool
+    augment: str
+
+
+def train_loader(dataset: Dataset, cfg: LoaderSettings, seed: int, ctx: DistContext, device: torch.device) -> TensorLoader:
+    """This rank's shard of each global training batch; on CUDA the cached images move to the GPU once and
+    are augmented there."""
+    return dataset.loader(
+        "train",
+        cfg.batch_size,
+        seed=seed,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        channels_last=cfg.channels_last,
+        augment=cfg.augment,
+        device=device,
+    )
 
 
 def training_fingerprint(space: SearchSpace, dataset: Dataset, cfg: SupernetConfig, seed: int) -> dict[str, Any]:
