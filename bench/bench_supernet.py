@@ -41,9 +41,10 @@ import torch
 
 from supernet import Arch, build_model, get_space
 from supernet.data import Dataset
+from supernet.optim import Precision
 from supernet.sampler import FairSampler
 from supernet.supernet import Supernet
-from supernet.train import Precision, supernet_step
+from supernet.train import supernet_step
 
 
 def _rss_kb(field: str) -> int:
@@ -246,7 +247,9 @@ def learn(args: argparse.Namespace) -> None:
     from supernet.config import SupernetConfig
     from supernet.data import load_dataset
     from supernet.evaluate import SubnetEvaluator
-    from supernet.train import TrainingSetup, build_optimizer, build_scheduler, fit, standalone_step, train_supernet, validation_archs
+    from supernet.optim import Update, build_optimizer, build_scheduler
+    from supernet.standalone import standalone_step
+    from supernet.train import TrainingSetup, fit, train_supernet, validation_archs
 
     settings = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.overrides)}
     cfg = SupernetConfig(**{"checkpoint_every": 10**6, **settings, "eval_paths": 0})
@@ -275,12 +278,9 @@ def learn(args: argparse.Namespace) -> None:
             run = TrainingSetup(
                 loader=data.loader("train", cfg.batch_size, seed=args.seed, channels_last=cfg.channels_last, augment=cfg.augment),
                 step_fn=standalone_step(model, criterion, precision),
-                optimizer=optimizer,
-                scheduler=build_scheduler(optimizer, cfg.steps, cfg.warmup_steps),
-                precision=precision,
+                update=Update(optimizer, build_scheduler(optimizer, cfg.steps, cfg.warmup_steps), precision, cfg.grad_clip),
                 steps=cfg.steps,
                 out_dir=Path(tmp) / "standalone",
-                grad_clip=cfg.grad_clip,
                 checkpoint_every=10**6,
                 progress=False,
                 desc=f"standalone {args.standalone}",

@@ -47,11 +47,13 @@ if __package__ in (None, ""):  # run as a script from anywhere: the repository r
 
 from supernet import Arch, build_model, get_space
 from supernet.data import Dataset, load_dataset
+from supernet.distributed import average_over_ranks, dist_backend, prepare_device
 from supernet.evaluate import SubnetEvaluator, working_set
+from supernet.optim import Precision
 from supernet.sampler import FairSampler
 from supernet.space import SearchSpace
 from supernet.supernet import Supernet
-from supernet.train import Precision, average_over_ranks, dist_backend, prepare_device, supernet_step
+from supernet.train import supernet_step
 
 Lines = dict[str, Any]
 

@@ -12,8 +12,8 @@ from supernet.errors import UserError
 if TYPE_CHECKING:
     from moga.config import ExperimentConfig
     from supernet.data import Dataset
+    from supernet.distributed import DistContext
     from supernet.space import SearchSpace
-    from supernet.train import DistContext
 
 
 def experiment_space(cfg: ExperimentConfig) -> SearchSpace:
@@ -36,7 +36,7 @@ def experiment_dataset(cfg: ExperimentConfig) -> Dataset:
 def locked_on_rank0(run_dir: Path, ctx: DistContext) -> Iterator[None]:
     """Rank 0 holds the run-directory lock; if it cannot, every rank stops (none waits forever)."""
     from moga.runio import run_lock
-    from supernet.train import all_ranks_ok
+    from supernet.distributed import all_ranks_ok
 
     with contextlib.ExitStack() as stack:
         error: UserError | None = None

@@ -238,7 +238,7 @@ def check_search_setup(cfg: ExperimentConfig) -> None:
 def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> Path:
     from lut.build import lut_space
     from moga.report import build_report
-    from supernet.train import init_distributed
+    from supernet.distributed import init_distributed
 
     ctx, device = init_distributed(cfg.device)
     run = cfg.run_path

@@ -83,7 +83,7 @@ if TYPE_CHECKING:
     import torch
 
     from supernet.benchmark import Benchmark
-    from supernet.train import DistContext
+    from supernet.distributed import DistContext
 
 POOL = 2000  # random architectures the K models are chosen from
 Statistic = Callable[[np.ndarray, np.ndarray], float]
@@ -315,9 +315,10 @@ def rank_correlation(
 ) -> dict[str, Any]:
     """Sample, evaluate, train and correlate ``models`` architectures; returns ``rankcorr.json``'s content
     (rank 0; other torchrun ranks train alongside and return an empty dict)."""
+    from supernet.distributed import DistContext
     from supernet.evaluate import SubnetEvaluator
     from supernet.standalone import train_standalone
-    from supernet.train import DistContext, derive_seed
+    from supernet.train import derive_seed
 
     ctx = dist or DistContext()
     k = top_k if top_k is not None else max(1, models // 3)
@@ -485,8 +486,9 @@ def rank_correlation_benchmark(
     supernet and correlate with the table; returns ``rankcorr.json``'s content (rank 0; other torchrun
     ranks return an empty dict, the work is one process's)."""
     from supernet.benchmark import load_benchmark
+    from supernet.distributed import DistContext
     from supernet.evaluate import SubnetEvaluator
-    from supernet.train import DistContext, derive_seed
+    from supernet.train import derive_seed
 
     ctx = dist or DistContext()
     bench = load_benchmark(benchmark)

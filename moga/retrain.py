@@ -43,7 +43,7 @@ from supernet.zoo import zoo_entry
 if TYPE_CHECKING:
     import torch
 
-    from supernet.train import DistContext
+    from supernet.distributed import DistContext
 
 ONNX_TOLERANCE = 1e-4  # max |torch - onnxruntime| on a random input for an export to count as faithful
 # what a retrained model's description depends on (training itself is keyed by standalone's fingerprint)
@@ -316,8 +316,8 @@ def retrain(
 
     Other torchrun ranks train alongside and return the training result only.
     """
+    from supernet.distributed import DistContext
     from supernet.standalone import train_standalone
-    from supernet.train import DistContext
 
     ctx = dist or DistContext()
     out = cfg.run_path / "retrain" / arch_id(pick.arch)

@@ -18,7 +18,7 @@ def _amp_alias(value: Any) -> Any:
     return True if value == "auto" else value  # "auto" is the default's name; stored as true (same fingerprint)
 
 
-# supernet.amp / retrain.amp; resolved per device by ``supernet.train.autocast_dtype``
+# supernet.amp / retrain.amp; resolved per device by ``supernet.optim.autocast_dtype``
 Amp = Annotated[bool | Literal["bf16", "fp16"], BeforeValidator(_amp_alias)]
 
 

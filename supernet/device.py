@@ -2,7 +2,7 @@
 
 A device this machine does not have is a ``UserError`` saying so (and what it does have), whether it comes
 from a config (``moga.config`` refuses an unknown name on load; this machine's devices are checked when a
-command starts: ``supernet.train.init_distributed``) or reaches a checkpoint load directly, so a good
+command starts: ``supernet.distributed.init_distributed``) or reaches a checkpoint load directly, so a good
 checkpoint is never blamed for a missing GPU.
 """
 

@@ -20,38 +20,33 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as tdist
-from torch import nn
+from torch import Tensor, nn
 
 from supernet.arch import Arch
+from supernet.checkpoint import (
+    check_classes,
+    check_resumable,
+    data_fingerprint,
+    load_checkpoint,
+    load_fitting,
+    plan_run,
+    save_checkpoint,
+    space_digest,
+)
 from supernet.config import RetrainConfig
 from supernet.data import Dataset
+from supernet.distributed import DistContext, prepare_device
 from supernet.errors import UserError
-from supernet.io import differences
 from supernet.model import MobileNet
+from supernet.optim import Precision, Update, build_optimizer, build_scheduler
 from supernet.space import space_from_spec, space_spec
 from supernet.supernet import Supernet
-from supernet.train import (
-    CHECKPOINT_FORMAT,
-    DistContext,
-    Precision,
-    TrainingSetup,
-    build_optimizer,
-    build_scheduler,
-    check_resumable,
-    derive_seed,
-    fit,
-    load_checkpoint,
-    prepare_device,
-    save_checkpoint,
-    standalone_step,
-    state_dict_misfit,
-)
+from supernet.train import StepFn, StepStats, TrainingSetup, derive_seed, fit, train_loader
 
 STANDALONE_FORMAT = "moga-standalone-v1"
 # Retraining settings that do not change the trained weights: a run may be resumed with other values.
@@ -113,35 +108,12 @@ def standalone_fingerprint(arch: Arch, dataset: Dataset, cfg: RetrainConfig, see
     space = arch.space
     return {
         "arch": str(arch),
-        "space": {"name": space.name, "digest": hashlib.sha256(repr(space_spec(space)).encode()).hexdigest()[:12]},
-        "data": {"classes": list(dataset.classes), "train_images": len(dataset.train), "resolution": dataset.resolution},
+        "space": {"name": space.name, "digest": space_digest(space)},
+        "data": data_fingerprint(dataset),
         "seed": seed,
         "retrain": {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NON_WEIGHT_FIELDS},
         "init": init,
     }
-
-
-def _plan_run(out_dir: Path, fingerprint: dict[str, Any], resume: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """(checkpoint to resume from, result of a finished run); at most one is set. Never overwrites a run."""
-    last, final = out_dir / "last.pt", out_dir / "model.pt"
-    if final.exists():
-        done = load_checkpoint(final, expect=STANDALONE_FORMAT)
-        if diff := differences(done.get("fingerprint"), fingerprint):
-            raise UserError(
-                f"{final} holds a network trained with other settings ({'; '.join(diff[:3])}): "
-                f"use another run_dir, or delete {out_dir} to retrain"
-            )
-        return None, done["result"]
-    if not last.exists():
-        return None, None
-    ckpt = load_checkpoint(last, expect=CHECKPOINT_FORMAT)
-    if not resume:
-        raise UserError(f"{out_dir} holds an unfinished training run (step {ckpt['step']}): pass --resume to continue it, or delete it")
-    if diff := differences(ckpt.get("fingerprint"), fingerprint):
-        raise UserError(
-            f"cannot resume {last}: it was trained with other settings ({'; '.join(diff[:3])}); delete it or use another run_dir"
-        )
-    return ckpt, None
 
 
 def total_steps(cfg: RetrainConfig, steps_per_epoch: int) -> int:
@@ -150,10 +122,7 @@ def total_steps(cfg: RetrainConfig, steps_per_epoch: int) -> int:
 
 
 def _check_inputs(arch: Arch, dataset: Dataset, cfg: RetrainConfig, ctx: DistContext, supernet: Supernet | None) -> None:
-    if len(dataset.classes) != arch.space.num_classes:
-        raise UserError(
-            f"the dataset has {len(dataset.classes)} classes but the space is built for {arch.space.num_classes} (space.num_classes)"
-        )
+    check_classes(dataset, arch.space)
     if cfg.batch_size % ctx.world_size:
         raise UserError(f"retrain.batch_size={cfg.batch_size} must be divisible by the number of ranks ({ctx.world_size})")
     if cfg.init_from_supernet and supernet is None:
@@ -205,6 +174,20 @@ def top1_on_test(
 
 
 # ----------------------------------------------------------------------------- training
+def standalone_step(model: nn.Module, criterion: nn.Module, precision: Precision) -> StepFn:
+    """The ``step_fn`` of an ordinary network (retraining a picked architecture, baselines)."""
+
+    def step(x: Tensor, y: Tensor) -> StepStats:
+        with precision.autocast():
+            logits = model(x)
+            loss = criterion(logits, y)
+        precision.backward(loss)
+        loss_v, correct = torch.stack([loss.detach().float(), (logits.detach().argmax(1) == y).float().mean()]).tolist()
+        return StepStats(loss_v, correct, len(x))
+
+    return step
+
+
 def train_standalone(
     arch: Arch,
     dataset: Dataset,
@@ -232,18 +215,14 @@ def train_standalone(
     model = _initial_model(arch, cfg, seed, device, supernet)
     init = f"supernet:{state_digest(model.state_dict())}" if supernet is not None else "random"
     fingerprint = standalone_fingerprint(arch, dataset, cfg, seed, init)
-    checkpoint, finished = _plan_run(out_dir, fingerprint, resume)
+    announce = desc if ctx.is_main else None
+    checkpoint, finished = plan_run(out_dir, "model.pt", STANDALONE_FORMAT, "network", fingerprint, resume, announce=announce)
     if finished is not None:
-        if ctx.is_main:
-            print(f"{desc}: {out_dir / 'model.pt'} is already trained with these settings; nothing to do", file=sys.stderr)
-        return finished
+        return finished["result"]
 
     torch.manual_seed(derive_seed(seed, "dropout", ctx.rank))  # distinct dropout masks per rank
     precision = Precision(device, cfg.amp)
-    loader = dataset.loader(
-        "train", cfg.batch_size, seed=seed, rank=ctx.rank, world_size=ctx.world_size, channels_last=cfg.channels_last, augment=cfg.augment,
-        device=device,
-    )  # fmt: skip
+    loader = train_loader(dataset, cfg, seed, ctx, device)
     steps = total_steps(cfg, len(loader))
     optimizer = build_optimizer(model, cfg)
     ema = WeightEMA(model, cfg.ema) if cfg.ema else None
@@ -254,9 +233,7 @@ def train_standalone(
     run = TrainingSetup(
         loader=loader,
         step_fn=standalone_step(model, criterion, precision),
-        optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, steps, cfg.warmup_steps),
-        precision=precision,
+        update=Update(optimizer, build_scheduler(optimizer, steps, cfg.warmup_steps), precision),
         steps=steps,
         out_dir=out_dir,
         seed=seed,
@@ -328,11 +305,5 @@ def load_standalone(path: str | Path, device: str | torch.device = "cpu", raw: b
     space = space_from_spec(state["space"])
     model = MobileNet(Arch.parse(space, state["arch"]))
     weights = state["raw_model"] if raw and state["raw_model"] else state["model"]
-    misfit = state_dict_misfit(model.state_dict(), weights)
-    if misfit:
-        raise UserError(
-            f"{path}: weights do not fit the architecture it names ({misfit}); a model saved before moga cropped "
-            "kernels to the feature map (small resolutions) has to be trained again"
-        )
-    model.load_state_dict(weights)
+    load_fitting(model, weights, path, "architecture")
     return model.to(device).eval()

@@ -22,10 +22,12 @@ from moga.cli import main
 from supernet import UserError, get_space
 from supernet.config import RetrainConfig, SupernetConfig
 from supernet.data import Dataset, Split, TensorLoader, crop_flip, crop_flip_params
+from supernet.distributed import dist_backend, rank_device
 from supernet.evaluate import SubnetEvaluator, working_set
+from supernet.optim import Precision, autocast_dtype
 from supernet.sampler import FairSampler
 from supernet.supernet import Supernet
-from supernet.train import Precision, autocast_dtype, dist_backend, rank_device, supernet_step, train_supernet
+from supernet.train import supernet_step, train_supernet
 from tests.tiny_experiment import TINY_SPACE
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a CUDA device object needs no GPU

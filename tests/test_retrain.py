@@ -21,11 +21,11 @@ from moga.config import load_config
 from moga.experiment import experiment_dataset, experiment_space
 from moga.retrain import arch_id, resolve_pick, update_summary
 from supernet import Arch, UserError, count
+from supernet.checkpoint import load_checkpoint
 from supernet.config import RetrainConfig
 from supernet.data import Split
 from supernet.export import onnx_parity
 from supernet.standalone import WeightEMA, load_standalone, train_standalone
-from supernet.train import load_checkpoint
 
 QUICKSTART = Path(__file__).parents[1] / "experiments" / "quickstart.yaml"
 TINY = [

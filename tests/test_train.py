@@ -19,11 +19,13 @@ import torch
 
 from moga.cli import main
 from supernet import Arch, UserError, get_space
+from supernet.checkpoint import load_checkpoint
 from supernet.config import SupernetConfig
 from supernet.data import load_dataset
+from supernet.optim import Precision
 from supernet.sampler import FairnessAudit, FairSampler, UniformSampler
 from supernet.supernet import Supernet
-from supernet.train import Precision, load_checkpoint, load_supernet, supernet_step, train_supernet
+from supernet.train import load_supernet, supernet_step, train_supernet
 from tests.tiny_experiment import TINY_SPACE
 
 FAST = {"batch_size": 16, "warmup_steps": 2, "eval_images": 100, "bn_calib_images": 50, "eval_paths": 2, "lr": 0.2}

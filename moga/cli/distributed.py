@@ -15,7 +15,7 @@ def distributed(device: str) -> Iterator[tuple[Any, Any]]:
     """(DistContext, device) for this process; the process group is torn down afterwards."""
     import torch.distributed as tdist
 
-    from supernet.train import init_distributed
+    from supernet.distributed import init_distributed
 
     ctx, dev = init_distributed(device)
     try:
