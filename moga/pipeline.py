@@ -150,7 +150,8 @@ def lut_stage(cfg: ExperimentConfig, progress: bool) -> dict[str, Any]:
     return {"tables": {name: len(t.entries) for name, t in tables.items()}}
 
 
-def supernet_stage(cfg: ExperimentConfig, ctx: Any, device: Any, progress: bool) -> dict[str, Any]:
+def supernet_stage(cfg: ExperimentConfig, ctx: Any, device: Any, progress: bool, resume: bool = True) -> dict[str, Any]:
+    """Train (or resume: ``moga run`` always does, ``moga supernet train`` only with ``--resume``) the supernet."""
     from supernet.train import train_supernet
 
     train_supernet(
@@ -160,7 +161,7 @@ def supernet_stage(cfg: ExperimentConfig, ctx: Any, device: Any, progress: bool)
         cfg.run_path / "supernet",
         seed=cfg.seed,
         device=device,
-        resume=True,
+        resume=resume,
         config_text=dump_config(cfg),
         dist=ctx,
         progress=progress,

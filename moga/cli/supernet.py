@@ -36,23 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from moga.config import dump_config, load_config
-    from supernet.train import train_supernet
+    from moga.config import load_config
+    from moga.pipeline import supernet_stage
 
     cfg = load_config(args.experiment, args.overrides)
     with distributed(cfg.device) as (ctx, device), locked_on_rank0(cfg.run_path, ctx):
-        train_supernet(
-            experiment_space(cfg),
-            experiment_dataset(cfg),
-            cfg.supernet,
-            cfg.run_path / "supernet",
-            seed=cfg.seed,
-            device=device,
-            resume=args.resume,
-            config_text=dump_config(cfg),
-            dist=ctx,
-            progress=not args.no_progress,
-        )
+        supernet_stage(cfg, ctx, device, progress=not args.no_progress, resume=args.resume)
     if ctx.is_main:
         print(f"supernet: {cfg.run_path / 'supernet' / 'supernet.pt'} (curves.csv/png, fairness.json beside it)")
 
