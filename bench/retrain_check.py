@@ -25,11 +25,10 @@ import numpy as np
 import pandas as pd
 
 from moga.cli import main as moga_main
-from moga.config import load_config
-from moga.experiment import experiment_space
+from moga.experiment import Experiment
 from moga.front import knee_index, latency_column, read_front
 from moga.rankcorr import latency_measure
-from moga.retrain import arch_id, front_path
+from moga.retrain import arch_id
 from supernet import Arch
 from supernet.io import read_json
 from supernet.space import SearchSpace
@@ -62,17 +61,17 @@ def main() -> None:
     p.add_argument("--no-progress", action="store_true", help="passed on to `moga retrain`")
     args = p.parse_intermixed_args()
 
-    cfg = load_config(args.experiment, args.overrides)
-    space = experiment_space(cfg)
-    front = read_front(front_path(cfg))
+    exp = Experiment.load(args.experiment, args.overrides)
+    cfg, space = exp.cfg, exp.space
+    front = read_front(exp.front_file)
     lat = latency_column(front)
     if lat is None:
-        raise SystemExit(f"{front_path(cfg)} has no latency column: the knee is defined on accuracy against latency")
+        raise SystemExit(f"{exp.front_file} has no latency column: the knee is defined on accuracy against latency")
     knee_row = knee_index(front, lat)
     if knee_row is None:
-        raise SystemExit(f"{front_path(cfg)} has no model with both accuracy and latency: no knee to check")
+        raise SystemExit(f"{exp.front_file} has no model with both accuracy and latency: no knee to check")
     knee = front.loc[knee_row]
-    measure, cost = latency_measure(cfg)
+    measure, cost = latency_measure(exp)
     knee_arch = Arch.parse(space, str(knee["arch"]))
     target = float(cost(knee_arch.genome[None])[0])
     models = [("knee", knee_arch, ["--pick", str(int(knee["id"]))])]

@@ -5,7 +5,7 @@ predicts a population; ``build_table`` measures a space (onnxruntime or a fake b
 timings measured on another device, ``validate`` calibrates and scores a table against whole networks.
 """
 
-from lut.build import build_table, export_blocks, import_csv, load_tables, lut_space
+from lut.build import build_table, export_blocks, import_csv
 from lut.measure import FakeBackend, MeasureProtocol, OrtBackend, make_backend
 from lut.table import Calibration, Entry, LatencyTable, Predictor, space_blocks
 from lut.validate import kendall_tau, validate
@@ -22,8 +22,6 @@ __all__ = [
     "export_blocks",
     "import_csv",
     "kendall_tau",
-    "load_tables",
-    "lut_space",
     "make_backend",
     "space_blocks",
     "validate",

@@ -1,5 +1,5 @@
-"""Building tables: measure every block of a space (resumable), export blocks for a real device,
-import timings measured there, and load the tables an experiment names."""
+"""Building tables: measure every block of a space (resumable), export blocks for a real device and import
+timings measured there. Which tables an experiment names, and where they live, is ``moga.experiment``'s business."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from supernet.arch import Arch
 from supernet.errors import UserError
 from supernet.export import OPSET, onnx_bytes
 from supernet.io import atomic_write_bytes, atomic_write_text, read_json, write_json
-from supernet.space import SearchSpace, get_space
+from supernet.space import SearchSpace
 
 # header fields that describe when/where, not what was measured: they may differ on resume
 _VOLATILE = ("date",)
@@ -207,64 +207,3 @@ def import_csv(path: str | Path, space: SearchSpace, header: dict[str, Any]) -> 
     full = make_header(space, info, header["device"], header["batch"])
     full |= {"cpu_model": header.get("cpu_model", "unknown"), "hostname": header.get("hostname", "unknown"), "imported_from": path.name}
     return LatencyTable(full, {k: entries[k] for k in blocks}, None, path.name)
-
-
-# ----------------------------------------------------------------------------- experiments
-# what lut_space takes from lut.* instead of space.*: the settings that declare a table's other network
-DECLARED = {"resolution": "lut.resolution", "num_classes": "lut.num_classes", "width_mult": "lut.width_mult"}
-
-
-def lut_space(cfg: Any) -> SearchSpace:
-    """The space latency is measured for: the experiment's space, with ``lut.resolution``, ``lut.num_classes``
-    and ``lut.width_mult`` where set (latency of another input size, head or width than the network trained).
-
-    ``cfg`` is a ``moga.config.ExperimentConfig`` (duck-typed: lut never imports moga).
-    """
-    s = cfg.space
-    kw = {k: getattr(s, k) if getattr(cfg.lut, k) is None else getattr(cfg.lut, k) for k in DECLARED}
-    return get_space(s.name, variant=s.variant, **kw)
-
-
-def table_path(cfg: Any, name: str) -> Path:
-    return Path(cfg.run_path) / "lut" / f"{name}.json"
-
-
-def load_tables(cfg: Any) -> dict[str, LatencyTable]:
-    """Every table the experiment names, from its run directory, checked against its space and batch.
-
-    The search uses them as ``latency:<name>`` objectives (``latency`` alone when there is one table).
-    """
-    space = lut_space(cfg)
-    tables = {}
-    for name, tc in cfg.lut.tables.items():
-        path = table_path(cfg, name)
-        if not path.exists():
-            source = f"import it from {tc.path or tc.published}" if tc.path or tc.published else "measure it"
-            raise UserError(f"latency table {name!r} is not in {path.parent}: run `moga lut build` to {source}")
-        table = LatencyTable.load(path)
-        table.check_space(space, batch=tc.batch, declared=DECLARED)
-        if not tc.path and not tc.published:
-            _check_measured_with(table, tc, name)
-        tables[name] = table
-    return tables
-
-
-def _check_measured_with(table: LatencyTable, tc: Any, name: str) -> None:
-    """Refuse a table in the run directory measured with another backend, thread count or clock than
-    ``lut.tables.<name>`` asks for (``moga lut build`` measures it again)."""
-    from lut.measure import ORT_PROVIDERS
-
-    if tc.backend == "fake":
-        want: dict[str, Any] = {"runtime": "fake", "provider": "fake"}
-    elif tc.backend == "torch-cuda":
-        want = {"runtime": "torch", "provider": "cuda"}
-    else:
-        provider = ORT_PROVIDERS[tc.backend.removeprefix("onnxruntime-")]
-        want = {"runtime": "onnxruntime", "provider": provider, "threads": tc.threads, "clock": tc.clock}
-    have = {k: table.header.get(k, "wall" if k == "clock" else None) for k in want}
-    if have != want:
-        shown = ", ".join(f"{k} {have[k]} (wants {want[k]})" for k in want if have[k] != want[k])
-        raise UserError(
-            f"table {table.source} was measured with other settings than lut.tables.{name} asks for: {shown}; "
-            f"run `moga lut build` to measure it again"
-        )

@@ -389,3 +389,17 @@ def summarize(rounds: list[list[float]]) -> dict[str, Any]:
     """``median_ms`` = ``robust_median``; mean / std (ms) and count over all timed runs of all rounds."""
     t = np.concatenate([np.asarray(r, dtype=np.float64) for r in rounds])
     return {"median_ms": robust_median(rounds), "mean_ms": float(t.mean()), "std_ms": float(t.std()), "count": int(t.size)}
+
+
+def measured_with_differences(header: dict[str, Any], backend: str, threads: int, clock: str) -> list[str]:
+    """How a table's header differs from the backend, thread count and clock a table is to be measured with
+    (``setting have (wants want)``); empty when the table was measured that way."""
+    if backend == "fake":
+        want: dict[str, Any] = {"runtime": "fake", "provider": "fake"}
+    elif backend == "torch-cuda":
+        want = {"runtime": "torch", "provider": "cuda"}
+    else:
+        provider = ORT_PROVIDERS[backend.removeprefix("onnxruntime-")]
+        want = {"runtime": "onnxruntime", "provider": provider, "threads": threads, "clock": clock}
+    have = {k: header.get(k, "wall" if k == "clock" else None) for k in want}
+    return [f"{k} {have[k]} (wants {want[k]})" for k in want if have[k] != want[k]]

@@ -94,6 +94,13 @@ def make_objectives(
     return objectives
 
 
+def constraint_metric(text: str) -> str | None:
+    """The metric a constraint reads, without its table (``latency`` for ``latency:pixel3 <= 12``); None if
+    ``text`` is no constraint (``parse_constraint`` says why)."""
+    match = _CONSTRAINT.match(text)
+    return match["metric"].partition(":")[0] if match else None
+
+
 def parse_constraint(text: str, tables: list[str], others: dict[str, str] | None = None) -> Constraint:
     match = _CONSTRAINT.match(text)
     if not match:

@@ -20,104 +20,79 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from moga.config import ExperimentConfig, dump_config
-from moga.experiment import experiment_dataset, experiment_space, locked_on_rank0
-from moga.runio import atomic_write_text, config_hash
+from moga.experiment import Experiment
 from moga.stagelog import Output, StageLog
 from supernet.errors import UserError
 from supernet.io import differences
 from supernet.readers import read_yaml
 
-# the config sections each stage's output depends on
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "lut": ("space", "lut"),
-    "supernet": ("seed", "space", "data", "supernet"),
-    "search": ("seed", "space", "data", "supernet", "lut", "search"),
-}
+STAGES = ("lut", "supernet", "search")
 
 
-def stage_sections(cfg: ExperimentConfig, stage: str) -> tuple[str, ...]:
-    """The config sections ``stage``'s output depends on for this config."""
-    if stage == "search" and not needs_supernet(cfg):
-        return tuple(k for k in STAGE_SECTIONS[stage] if k not in ("data", "supernet"))
-    return STAGE_SECTIONS[stage]
-
-
-def stage_hash(cfg: ExperimentConfig, stage: str) -> str:
-    dump = cfg.model_dump(mode="json")
-    for key, default in (("accuracy", "supernet"), ("dir", "search")):  # defaults leave the hashes of earlier runs as they were
-        if dump["search"][key] == default:
-            del dump["search"][key]
-    return config_hash({k: dump[k] for k in stage_sections(cfg, stage)})
-
-
-def stage_outputs(cfg: ExperimentConfig, stage: str) -> list[Output]:
+def stage_outputs(exp: Experiment, stage: str) -> list[Output]:
     """The files ``stage`` leaves in the run directory, verified before the stage is skipped (``moga.stagelog``)."""
     if stage == "lut":
-        return [Output(f"lut/{name}.json", accept=lambda path, name=name: _table_fits(cfg, name, path)) for name in cfg.lut.tables]
+        return [Output(f"lut/{name}.json", accept=lambda path, name=name: _table_fits(exp, name)) for name in exp.cfg.lut.tables]
     if stage == "supernet":
         return [Output("supernet/supernet.pt"), Output("supernet/last.pt", required=False)]
-    return [Output(f"{cfg.search.dir}/{name}") for name in ("state.json", "history.csv", "pareto.csv")]
+    return [Output(f"{exp.cfg.search.dir}/{name}") for name in ("state.json", "history.csv", "pareto.csv")]
 
 
-def _table_fits(cfg: ExperimentConfig, name: str, path: Path) -> bool:
+def _table_fits(exp: Experiment, name: str) -> bool:
     """A table changed since the stage wrote it is still its output if it loads and fits (``lut validate``
     stores a calibration in place)."""
-    from lut.build import lut_space
-    from lut.table import LatencyTable
-
     try:
-        LatencyTable.load(path).check_space(lut_space(cfg), batch=cfg.lut.tables[name].batch)
+        exp.table(name)
     except UserError:
         return False
     return True
 
 
-def run_stage(log: StageLog, cfg: ExperimentConfig, stage: str, fn: Callable[[], dict[str, Any] | None]) -> None:
-    log.run(stage, stage_hash(cfg, stage), fn, stage_outputs(cfg, stage))
+def run_stage(log: StageLog, exp: Experiment, stage: str, fn: Callable[[], dict[str, Any] | None]) -> None:
+    log.run(stage, exp.identity(stage), fn, stage_outputs(exp, stage))
 
 
-def check_run_dir(cfg: ExperimentConfig, log: StageLog) -> None:
+def check_run_dir(exp: Experiment, log: StageLog) -> None:
     """Refuse to reuse a run directory whose recorded stages were made with other settings."""
-    saved = cfg.run_path / "config.yaml"
+    saved = exp.run / "config.yaml"
     try:  # only to name what changed: a missing or damaged copy (rewritten below) names less, never blocks the run
         old = read_yaml(saved, "run config") or {} if saved.exists() else {}
     except UserError:
         old = {}
     old = old if isinstance(old, dict) else {}
-    new = cfg.model_dump(mode="json")
-    for stage in STAGE_SECTIONS:
-        sections = stage_sections(cfg, stage)
+    new = exp.cfg.model_dump(mode="json")
+    for stage in STAGES:
+        sections = exp.identity_sections(stage)
         entry = log.stages.get(stage)
-        if entry and entry.get("hash") != stage_hash(cfg, stage):
+        if entry and entry.get("hash") != exp.identity(stage):
             changed = differences({k: old.get(k) for k in sections}, {k: new[k] for k in sections})
             shown = "; ".join(changed[:5]) or "(unknown)"
             raise UserError(
-                f"{cfg.run_path} holds a {stage} stage made with other settings (changed: {shown}); "
+                f"{exp.run} holds a {stage} stage made with other settings (changed: {shown}); "
                 f"pass run_dir=<new directory> or name=<new name> to start a separate run"
             )
 
 
 # ----------------------------------------------------------------------------- stages
-def build_experiment_tables(cfg: ExperimentConfig, only: str | None = None, progress: bool = True) -> dict[str, Any]:
+def build_experiment_tables(exp: Experiment, only: str | None = None, progress: bool = True) -> dict[str, Any]:
     """Measure (or import and check) every latency table the experiment names into ``<run_dir>/lut/``.
 
     Builds resume: measured entries are kept. Tables given by ``path`` are checked and copied. With
     ``lut.validate_nets`` a fresh table is also validated on whole networks and calibrated.
     """
-    from lut.build import DECLARED, build_table, lut_space, table_path
+    from lut.build import build_table
     from lut.measure import MeasureProtocol, make_backend
     from lut.published import published_table
     from lut.table import LatencyTable
     from lut.validate import validate, write_report
+    from moga.experiment import DECLARED
 
-    if only is not None and only not in cfg.lut.tables:
-        raise UserError(f"the experiment names no latency table {only!r} (it has {', '.join(cfg.lut.tables) or 'none'})")
-    space = lut_space(cfg)
+    cfg = exp.cfg
+    space = exp.lut_space
     tables = {}
-    for name in [only] if only else list(cfg.lut.tables):
+    for name in exp.table_names(only):
         tc = cfg.lut.tables[name]
-        dest = table_path(cfg, name)
+        dest = exp.table_path(name)
         if tc.path or tc.published:
             table = LatencyTable.load(tc.path) if tc.path else published_table(space, tc.published)
             table.check_space(space, batch=tc.batch, declared=DECLARED)
@@ -145,126 +120,105 @@ def build_experiment_tables(cfg: ExperimentConfig, only: str | None = None, prog
     return tables
 
 
-def lut_stage(cfg: ExperimentConfig, progress: bool) -> dict[str, Any]:
-    tables = build_experiment_tables(cfg, progress=progress)
+def lut_stage(exp: Experiment, progress: bool) -> dict[str, Any]:
+    tables = build_experiment_tables(exp, progress=progress)
     return {"tables": {name: len(t.entries) for name, t in tables.items()}}
 
 
-def supernet_stage(cfg: ExperimentConfig, ctx: Any, device: Any, progress: bool, resume: bool = True) -> dict[str, Any]:
+def supernet_stage(exp: Experiment, ctx: Any, device: Any, progress: bool, resume: bool = True) -> dict[str, Any]:
     """Train (or resume: ``moga run`` always does, ``moga supernet train`` only with ``--resume``) the supernet."""
     from supernet.train import train_supernet
 
+    cfg = exp.cfg
     train_supernet(
-        experiment_space(cfg),
-        experiment_dataset(cfg),
+        exp.space,
+        exp.dataset,
         cfg.supernet,
-        cfg.run_path / "supernet",
+        exp.supernet_dir,
         seed=cfg.seed,
         device=device,
         resume=resume,
-        config_text=dump_config(cfg),
+        config_text=exp.config_text,
         dist=ctx,
         progress=progress,
     )
     return {"steps": cfg.supernet.steps, "sampler": cfg.supernet.sampler}
 
 
-def needs_accuracy(cfg: ExperimentConfig) -> bool:
-    return any(o.name == "accuracy" for o in cfg.search.objectives) or any(c.strip().startswith("accuracy") for c in cfg.search.constraints)
-
-
-def needs_supernet(cfg: ExperimentConfig) -> bool:
-    """Whether the search reads accuracy from a trained supernet (not from a benchmark table, not at all)."""
-    return needs_accuracy(cfg) and cfg.search.accuracy == "supernet"
-
-
-def check_accuracy_source(cfg: ExperimentConfig) -> None:
+def check_accuracy_source(exp: Experiment) -> None:
     """``search.accuracy: benchmark`` needs a space whose benchmark describes it exactly (a ``UserError`` if not)."""
-    if cfg.search.accuracy == "benchmark":
+    if exp.cfg.search.accuracy == "benchmark":
         from moga.truefront import GroundTruth
 
-        GroundTruth.for_space(experiment_space(cfg), required=True)
+        GroundTruth.for_space(exp.space, required=True)
 
 
-def supernet_skip_reason(cfg: ExperimentConfig) -> str:
-    if needs_accuracy(cfg):
-        return f"search.accuracy is benchmark (accuracies from the {experiment_space(cfg).benchmark} table)"
+def supernet_skip_reason(exp: Experiment) -> str:
+    if exp.reads_accuracy:
+        return f"search.accuracy is benchmark (accuracies from the {exp.space.benchmark} table)"
     return "no search objective or constraint reads accuracy"
 
 
-def search_stage(cfg: ExperimentConfig, resume: bool, progress: bool, writer: bool = True) -> dict[str, Any]:
-    from lut.build import load_tables, lut_space
+def search_stage(exp: Experiment, resume: bool, progress: bool, writer: bool = True) -> dict[str, Any]:
     from moga.metrics import ArchMetrics, shared_across_ranks
     from moga.search import Search
 
-    space = experiment_space(cfg)
+    cfg = exp.cfg
     accuracy = None
-    check_accuracy_source(cfg)
-    if needs_accuracy(cfg) and cfg.search.accuracy == "benchmark":
+    check_accuracy_source(exp)
+    if exp.reads_accuracy and cfg.search.accuracy == "benchmark":
         from moga.truefront import GroundTruth
 
-        truth = GroundTruth.for_space(space, required=True)
+        truth = GroundTruth.for_space(exp.space, required=True)
         assert truth is not None
         accuracy = truth.accuracy
-    elif needs_accuracy(cfg):
-        from supernet.evaluate import SubnetEvaluator
-        from supernet.train import load_supernet
-
-        path = cfg.run_path / "supernet" / "supernet.pt"
-        if not path.exists():
-            raise UserError(f"no trained supernet at {path}: run `moga supernet train` (or `moga run`) first")
-        net = load_supernet(path, cfg.device, data_seed=cfg.seed, space=space)
-        evaluator = SubnetEvaluator.from_config(net, experiment_dataset(cfg), cfg.supernet, seed=cfg.seed)
-        accuracy = shared_across_ranks(evaluator.evaluate)
-    metrics = ArchMetrics(space, load_tables(cfg), accuracy, lut_space(cfg))
+    elif exp.needs_supernet:
+        accuracy = shared_across_ranks(exp.evaluator(exp.supernet("the search")).evaluate)
+    metrics = ArchMetrics(exp.space, exp.tables(), accuracy, exp.lut_space)
     seed = cfg.seed if cfg.search.seed is None else cfg.search.seed
-    search = Search(space, cfg.search, metrics, cfg.run_path / cfg.search.dir, seed, stage_hash(cfg, "search"), writer=writer)
+    search = Search(exp.space, cfg.search, metrics, exp.search_dir, seed, exp.identity("search"), writer=writer)
     result = search.run(resume=resume, progress=progress)
     return {"evaluations": len(result.history), "front_size": len(result.pareto)}
 
 
-def check_search_setup(cfg: ExperimentConfig) -> None:
+def check_search_setup(exp: Experiment) -> None:
     """The search's objectives and constraints against the latency tables (exact metric ranges) and its accuracy
     source, so a search that cannot run is refused before a supernet is trained for it."""
-    from lut.build import load_tables, lut_space
     from moga.metrics import ArchMetrics
     from moga.objectives import check_satisfiable, make_objectives, parse_constraint
 
-    check_accuracy_source(cfg)
-    metrics = ArchMetrics(experiment_space(cfg), load_tables(cfg), None, lut_space(cfg))
-    make_objectives([(o.name, o.weight, o.maximize) for o in cfg.search.objectives], metrics.tables, metrics.others)
-    check_satisfiable([parse_constraint(c, metrics.tables, metrics.others) for c in cfg.search.constraints], metrics.bounds)
+    check_accuracy_source(exp)
+    metrics = ArchMetrics(exp.space, exp.tables(), None, exp.lut_space)
+    make_objectives([(o.name, o.weight, o.maximize) for o in exp.cfg.search.objectives], metrics.tables, metrics.others)
+    check_satisfiable([parse_constraint(c, metrics.tables, metrics.others) for c in exp.cfg.search.constraints], metrics.bounds)
 
 
-def run_experiment(cfg: ExperimentConfig, progress: bool = True) -> Path:
-    from lut.build import lut_space
+def run_experiment(exp: Experiment, progress: bool = True) -> Path:
     from moga.report import build_report
     from supernet.distributed import init_distributed
 
-    ctx, device = init_distributed(cfg.device)
-    run = cfg.run_path
-    with locked_on_rank0(run, ctx):
-        log = StageLog(run, writer=ctx.is_main)
-        check_run_dir(cfg, log)
-        experiment_space(cfg), lut_space(cfg)  # the spaces (trained, timed) resolve before anything is written
-        check_accuracy_source(cfg)  # before measuring latency for a search that cannot run
+    ctx, device = init_distributed(exp.cfg.device)
+    with exp.locked(exp.run, ctx):
+        log = StageLog(exp.run, writer=ctx.is_main)
+        check_run_dir(exp, log)
+        _ = exp.space, exp.lut_space  # the spaces (trained, timed) resolve before anything is written
+        check_accuracy_source(exp)  # before measuring latency for a search that cannot run
         if ctx.is_main:
-            atomic_write_text(run / "config.yaml", dump_config(cfg))
+            exp.write_config(exp.run)
         main_progress = progress and ctx.is_main
         if ctx.is_main:  # measuring latency in parallel on one machine would corrupt the timings
-            run_stage(log, cfg, "lut", lambda: lut_stage(cfg, main_progress))
+            run_stage(log, exp, "lut", lambda: lut_stage(exp, main_progress))
         _barrier(ctx)
-        if not log.done("search", stage_hash(cfg, "search"), stage_outputs(cfg, "search")):
-            check_search_setup(cfg)
-        if needs_supernet(cfg):
-            run_stage(log, cfg, "supernet", lambda: supernet_stage(cfg, ctx, device, main_progress))
+        if not log.done("search", exp.identity("search"), stage_outputs(exp, "search")):
+            check_search_setup(exp)
+        if exp.needs_supernet:
+            run_stage(log, exp, "supernet", lambda: supernet_stage(exp, ctx, device, main_progress))
         elif ctx.is_main:
-            print(f"[supernet] not needed, skipped: {supernet_skip_reason(cfg)}")
-        run_stage(log, cfg, "search", lambda: search_stage(cfg, True, main_progress, ctx.is_main))
+            print(f"[supernet] not needed, skipped: {supernet_skip_reason(exp)}")
+        run_stage(log, exp, "search", lambda: search_stage(exp, True, main_progress, ctx.is_main))
         if ctx.is_main:
-            report = build_report(run)
-            print(f"[report] {report}")
-    return run
+            print(f"[report] {build_report(exp.run)}")
+    return exp.run
 
 
 def _barrier(ctx: Any) -> None:

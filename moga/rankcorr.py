@@ -70,10 +70,9 @@ import numpy as np
 import pandas as pd
 
 from lut.validate import kendall_tau, random_archs
-from moga.config import ExperimentConfig, dump_config
-from moga.experiment import experiment_dataset, experiment_space, locked_on_rank0
+from moga.experiment import Experiment
 from moga.retrain import arch_id
-from moga.runio import atomic_write_bytes, atomic_write_text, config_hash, write_json
+from moga.runio import atomic_write_bytes, atomic_write_text, write_json
 from supernet.arch import Arch
 from supernet.errors import UserError
 from supernet.model import count_population
@@ -271,39 +270,34 @@ def spread_archs(space: SearchSpace, k: int, seed: int, cost: Callable[[np.ndarr
     return [candidates[i] for i in order[picks]]
 
 
-def latency_measure(cfg: ExperimentConfig) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
-    """(name, genomes -> value): the run's first latency table if it exists, else multiply-adds."""
-    from lut.build import lut_space, table_path
-    from lut.table import LatencyTable
+def primary_latency(exp: Experiment) -> tuple[str, Callable[[np.ndarray], np.ndarray]] | None:
+    """(table name, genomes -> predicted ms) of the run's first latency table, None while it is not built (one
+    that does not fit is a ``UserError``). Only the primary table: another device's table would pick other models."""
+    name = next(iter(exp.cfg.lut.tables), None)
+    table = exp.table(name) if name is not None else None
+    return None if table is None else (name, table.predictor(exp.lut_space).predict_genomes)
 
-    # Only the primary (first) table orders the sample: another device's table would pick other models.
-    name, tc = next(iter(cfg.lut.tables.items()), (None, None))
-    if name is not None and tc is not None:
-        path = table_path(cfg, name)
-        if path.exists():
-            table = LatencyTable.load(path)
-            table.check_space(lut_space(cfg), batch=tc.batch)
-            return f"latency_ms:{name}", table.predictor(lut_space(cfg)).predict_genomes
+
+def latency_measure(exp: Experiment) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
+    """(name, genomes -> value): the run's first latency table if it is built, else multiply-adds."""
+    latency = primary_latency(exp)
+    if latency is not None:
+        return f"latency_ms:{latency[0]}", latency[1]
+    if exp.cfg.lut.tables:
+        where = exp.table_path(next(iter(exp.cfg.lut.tables)))
         print(
-            f"rank-corr: no latency table at {path} (run `moga lut build` for one): spreading the sample over multiply-adds",
+            f"rank-corr: no latency table at {where} (run `moga lut build` for one): spreading the sample over multiply-adds",
             file=sys.stderr,
         )
-    space = experiment_space(cfg)
+    space = exp.space
     return "macs", lambda genomes: count_population(space, genomes)[1].astype(np.float64)
 
 
 # ----------------------------------------------------------------------------- the command
-def _load_supernet(cfg: ExperimentConfig, device: Any) -> Any:
-    from supernet.train import load_supernet
-
-    path = cfg.run_path / "supernet" / "supernet.pt"
-    if not path.exists():
-        raise UserError(f"rank-corr needs a trained supernet, but there is no {path}: run `moga supernet train` (or `moga run`) first")
-    return load_supernet(path, device, data_seed=cfg.seed, space=experiment_space(cfg))
 
 
 def rank_correlation(
-    cfg: ExperimentConfig,
+    exp: Experiment,
     models: int,
     *,
     seeds: int = 1,
@@ -316,11 +310,10 @@ def rank_correlation(
     """Sample, evaluate, train and correlate ``models`` architectures; returns ``rankcorr.json``'s content
     (rank 0; other torchrun ranks train alongside and return an empty dict)."""
     from supernet.distributed import DistContext
-    from supernet.evaluate import SubnetEvaluator
     from supernet.standalone import train_standalone
     from supernet.train import derive_seed
 
-    ctx = dist or DistContext()
+    ctx, cfg = dist or DistContext(), exp.cfg
     k = top_k if top_k is not None else max(1, models // 3)
     if not 1 <= k <= models:
         raise UserError(f"--top-k must be between 1 and --models ({models}), got {k}")
@@ -328,18 +321,18 @@ def rank_correlation(
         raise UserError(f"--resamples must be at least 1, got {resamples}")
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
-    out = cfg.run_path / "rankcorr"
+    out = exp.rankcorr_dir
     recipe = cfg.retrain.model_copy(update={"init_from_supernet": False})
-    with locked_on_rank0(out, ctx):
-        net = _load_supernet(cfg, device or cfg.device)
-        dataset = experiment_dataset(cfg)
-        measure_name, cost = latency_measure(cfg)
-        archs = spread_archs(experiment_space(cfg), models, derive_seed(cfg.seed, "rankcorr"), cost)
+    with exp.locked(out, ctx):
+        net = exp.supernet("rank-corr", device)
+        dataset = exp.dataset
+        measure_name, cost = latency_measure(exp)
+        archs = spread_archs(exp.space, models, derive_seed(cfg.seed, "rankcorr"), cost)
         table = pd.DataFrame({"arch_id": [arch_id(a) for a in archs], "arch": [str(a) for a in archs]})
         table[measure_name] = cost(np.stack([a.genome for a in archs]))
         if ctx.is_main:
-            atomic_write_text(out / "config.yaml", dump_config(cfg))
-            evaluator = SubnetEvaluator.from_config(net, dataset, cfg.supernet, seed=cfg.seed, progress=progress)
+            exp.write_config(out)
+            evaluator = exp.evaluator(net, progress=progress)
             table["supernet_acc"] = evaluator.evaluate(archs)
             del evaluator
         del net  # every rank loaded it (a wrong file stops all of them); training needs the memory
@@ -349,7 +342,7 @@ def rank_correlation(
             for i, arch in enumerate(archs):
                 result = train_standalone(
                     arch, dataset, recipe, out / standalone_dir(arch, j), seed=standalone_seed(cfg.seed, j),
-                    device=device or cfg.device, resume=True, config_text=dump_config(cfg), dist=ctx, progress=progress,
+                    device=device or cfg.device, resume=True, config_text=exp.config_text, dist=ctx, progress=progress,
                     desc=f"rank-corr {i + 1}/{models}" + (f" seed {j + 1}/{seeds}" if seeds > 1 else ""),
                 )  # fmt: skip
                 table.loc[i, column] = result["test_acc"]
@@ -371,7 +364,7 @@ def rank_correlation(
             "standalone_acc": f"trained from scratch with the retrain recipe, top-1 on test ({len(dataset.test)} images)"
             + (f", mean of {seeds} seeds" if seeds > 1 else ""),
             "recipe": recipe.model_dump(mode="json"),
-            "config_hash": config_hash(cfg.section_dump("seed", "space", "data", "supernet", "retrain", "lut")),
+            "config_hash": exp.identity("rankcorr"),
         }
         write_json(out / "rankcorr.json", report)
         atomic_write_bytes(out / "rankcorr.png", scatter_png(table, measure_name, stats))
@@ -449,29 +442,21 @@ def path_scores(evaluator: Any) -> Callable[[Sequence[Arch]], np.ndarray]:
     return score
 
 
-def _table_latency(cfg: ExperimentConfig) -> tuple[str, Callable[[np.ndarray], np.ndarray]] | None:
-    """(table name, genomes -> predicted ms) of the run's first latency table if it exists and fits, else None."""
-    from lut.build import lut_space, table_path
-    from lut.table import LatencyTable
-
-    name, tc = next(iter(cfg.lut.tables.items()), (None, None))
-    if name is None or tc is None or not table_path(cfg, name).exists():
-        return None
+def _table_latency(exp: Experiment) -> tuple[str, Callable[[np.ndarray], np.ndarray]] | None:
+    """``primary_latency``, or None with a note when the table does not fit (a proxy column left out)."""
     try:
-        table = LatencyTable.load(table_path(cfg, name))
-        table.check_space(lut_space(cfg), batch=tc.batch)
+        return primary_latency(exp)
     except UserError as exc:
-        print(f"rank-corr: latency table {name!r} left out: {exc}", file=sys.stderr)
+        print(f"rank-corr: latency table {next(iter(exp.cfg.lut.tables))!r} left out: {exc}", file=sys.stderr)
         return None
-    return name, table.predictor(lut_space(cfg)).predict_genomes
 
 
-def benchmark_dir(cfg: ExperimentConfig, name: str) -> Path:
-    return cfg.run_path / "rankcorr" / f"benchmark_{name}"
+def benchmark_dir(exp: Experiment, name: str) -> Path:
+    return exp.rankcorr_dir / f"benchmark_{name}"
 
 
 def rank_correlation_benchmark(
-    cfg: ExperimentConfig,
+    exp: Experiment,
     benchmark: str,
     models: int | None,
     *,
@@ -487,12 +472,11 @@ def rank_correlation_benchmark(
     ranks return an empty dict, the work is one process's)."""
     from supernet.benchmark import load_benchmark
     from supernet.distributed import DistContext
-    from supernet.evaluate import SubnetEvaluator
     from supernet.train import derive_seed
 
-    ctx = dist or DistContext()
+    ctx, cfg = dist or DistContext(), exp.cfg
     bench = load_benchmark(benchmark)
-    space = experiment_space(cfg)
+    space = exp.space
     bench.check_space(space)
     if equivalents not in EQUIVALENTS:
         raise UserError(f"--equivalents must be one of {', '.join(EQUIVALENTS)}, got {equivalents!r}")
@@ -504,14 +488,13 @@ def rank_correlation_benchmark(
     k = top_k if top_k is not None else max(1, n // 10)
     if not 1 <= k <= n:
         raise UserError(f"--top-k must be between 1 and the number of networks ({n}), got {k}")
-    out = benchmark_dir(cfg, benchmark)
-    with locked_on_rank0(out, ctx):
+    out = benchmark_dir(exp, benchmark)
+    with exp.locked(out, ctx):
         if not ctx.is_main:
             return {}
-        net = _load_supernet(cfg, device or cfg.device)
-        dataset = experiment_dataset(cfg)
-        atomic_write_text(out / "config.yaml", dump_config(cfg))
-        evaluator = SubnetEvaluator.from_config(net, dataset, cfg.supernet, seed=cfg.seed, progress=progress)
+        net = exp.supernet("rank-corr", device)
+        exp.write_config(out)
+        evaluator = exp.evaluator(net, progress=progress)
         start = time.perf_counter()
         scores, paths = score_networks(archs, path_scores(evaluator), equivalents)
         wall = time.perf_counter() - start
@@ -529,7 +512,7 @@ def rank_correlation_benchmark(
                 "paths": paths,
             }
         )
-        latency = _table_latency(cfg)
+        latency = _table_latency(exp)
         if latency is not None:
             table["latency_ms"] = latency[1](np.stack([a.genome for a in archs]))
         start_stats = time.perf_counter()
@@ -570,7 +553,7 @@ def rank_correlation_benchmark(
             },
             "statistics_wall_seconds": round(stats_wall, 3),
             "choice_effects": choice_effects(archs, table["supernet_acc"].to_numpy(), table["true_acc"].to_numpy()),
-            "config_hash": config_hash(cfg.section_dump("seed", "space", "data", "supernet")),
+            "config_hash": exp.identity("rankcorr-benchmark"),
         }
         del evaluator, net
         text = io.StringIO()

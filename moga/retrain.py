@@ -29,10 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from moga.config import ExperimentConfig, dump_config
-from moga.experiment import experiment_dataset, experiment_space, locked_on_rank0
+from moga.experiment import Experiment
 from moga.front import read_front
-from moga.runio import atomic_write_text, config_hash, read_json, write_json
+from moga.runio import atomic_write_text, read_json, write_json
 from moga.stagelog import changed, file_record
 from supernet.arch import Arch
 from supernet.errors import UserError
@@ -46,8 +45,6 @@ if TYPE_CHECKING:
     from supernet.distributed import DistContext
 
 ONNX_TOLERANCE = 1e-4  # max |torch - onnxruntime| on a random input for an export to count as faithful
-# what a retrained model's description depends on (training itself is keyed by standalone's fingerprint)
-RESULT_SECTIONS = ("seed", "space", "data", "retrain", "lut")
 
 
 @dataclass(frozen=True)
@@ -69,13 +66,13 @@ def arch_id(arch: Arch | str) -> str:
     return hashlib.sha1(str(arch).encode()).hexdigest()[:8]
 
 
+def retrain_dir(exp: Experiment, arch: Arch) -> Path:
+    return exp.run / "retrain" / arch_id(arch)
+
+
 # ----------------------------------------------------------------------------- resolving the pick
-def front_path(cfg: ExperimentConfig) -> Path:
-    return cfg.run_path / cfg.search.dir / "pareto.csv"
-
-
-def _read_search_front(cfg: ExperimentConfig) -> pd.DataFrame:
-    path = front_path(cfg)
+def _read_search_front(exp: Experiment) -> pd.DataFrame:
+    path = exp.front_file
     if not path.is_file():
         raise UserError(
             f"--pick needs the search's Pareto front, but there is no {path}: run `moga search` (or `moga run`) first, or use --arch/--zoo"
@@ -96,12 +93,12 @@ def _row(front: pd.DataFrame, pick: str, path: Path) -> pd.Series:
     return rows.iloc[0]
 
 
-def known_supernet_acc(cfg: ExperimentConfig, arch: Arch) -> float | None:
+def known_supernet_acc(exp: Experiment, arch: Arch) -> float | None:
     """The search's accuracy estimate of ``arch`` (Pareto front first, then the whole history), if any;
     None when the search read its accuracies from a benchmark table (they are no supernet estimates)."""
-    if cfg.search.accuracy == "benchmark":
+    if exp.cfg.search.accuracy == "benchmark":
         return None
-    for path in (front_path(cfg), front_path(cfg).with_name("history.csv")):
+    for path in (exp.front_file, exp.search_dir / "history.csv"):
         if not path.is_file():
             continue
         table = read_csv_checked(path, {"arch": "str", "accuracy": "float"}, required=(), what="search results")
@@ -112,61 +109,49 @@ def known_supernet_acc(cfg: ExperimentConfig, arch: Arch) -> float | None:
     return None
 
 
-def resolve_pick(cfg: ExperimentConfig, *, row: str | None = None, arch: str | None = None, zoo: str | None = None) -> Pick:
+def resolve_pick(exp: Experiment, *, row: str | None = None, arch: str | None = None, zoo: str | None = None) -> Pick:
     """Exactly one of ``row`` (a pareto.csv id), ``arch`` (a string) or ``zoo`` (a published network)."""
     if sum(v is not None for v in (row, arch, zoo)) != 1:
         raise UserError("give exactly one of --pick ROW, --arch STRING or --zoo NAME")
-    space = experiment_space(cfg)
     if row is not None:
-        front = _read_search_front(cfg)
-        found = _row(front, row, front_path(cfg))
-        picked = Arch.parse(space, str(found["arch"]))
-        known = "accuracy" in found and pd.notna(found["accuracy"]) and cfg.search.accuracy != "benchmark"
+        found = _row(_read_search_front(exp), row, exp.front_file)
+        picked = Arch.parse(exp.space, str(found["arch"]))
+        known = "accuracy" in found and pd.notna(found["accuracy"]) and exp.cfg.search.accuracy != "benchmark"
         acc = float(found["accuracy"]) if known else None
         return Pick(picked, "row", str(int(found["id"])), acc)
     if zoo is not None:
         zoo_entry(zoo)  # an unknown name is a UserError listing the zoo
-        picked = resolve_arch(zoo, space)
-        return Pick(picked, "zoo", zoo, known_supernet_acc(cfg, picked))
-    picked = Arch.parse(space, str(arch))
-    return Pick(picked, "arch", str(arch), known_supernet_acc(cfg, picked))
+        picked = resolve_arch(zoo, exp.space)
+        return Pick(picked, "zoo", zoo, known_supernet_acc(exp, picked))
+    picked = Arch.parse(exp.space, str(arch))
+    return Pick(picked, "arch", str(arch), known_supernet_acc(exp, picked))
 
 
 # ----------------------------------------------------------------------------- describing the model
-def predicted_latency(cfg: ExperimentConfig, arch: Arch) -> dict[str, float]:
-    """Latency (ms) of ``arch`` predicted by each of the run's tables that exists (at ``lut.resolution``)."""
-    from lut.build import lut_space, table_path
-    from lut.table import LatencyTable
-
-    space = lut_space(cfg)
-    out = {}
-    for name, tc in cfg.lut.tables.items():
-        path = table_path(cfg, name)
-        if path.exists():  # a run that never built its tables (e.g. a zoo model retrained first) has none
-            table = LatencyTable.load(path)
-            table.check_space(space, batch=tc.batch)
-            out[name] = round(table.predict(Arch(space, arch.genes)), 5)
-    return out
+def predicted_latency(exp: Experiment, arch: Arch) -> dict[str, float]:
+    """Latency (ms) of ``arch`` predicted by each of the run's tables that is built (at ``lut.resolution``;
+    a run that never built its tables, e.g. a zoo model retrained first, has none)."""
+    timed = Arch(exp.lut_space, arch.genes)
+    return {name: round(table.predict(timed), 5) for name, table in exp.built_tables().items()}
 
 
-def measurement_clock(cfg: ExperimentConfig) -> str:
+def measurement_clock(exp: Experiment) -> str:
     """The clock of the run's first 1-thread onnxruntime CPU table, so measured and predicted compare."""
-    for tc in cfg.lut.tables.values():
+    for tc in exp.cfg.lut.tables.values():
         if tc.backend == "onnxruntime-cpu" and tc.threads == 1:
             return tc.clock
     return "wall"
 
 
-def measured_latency(cfg: ExperimentConfig, arch: Arch, progress: bool) -> tuple[float, dict[str, Any]]:
+def measured_latency(exp: Experiment, arch: Arch, progress: bool) -> tuple[float, dict[str, Any]]:
     """onnxruntime CPU latency (ms) of ``arch`` at ``lut.resolution``, 1 thread, batch 1, measured the way
     ``lut validate`` measures whole networks: two interleaved passes, each the median of per-round medians;
     the value is their mean."""
-    from lut.build import lut_space
     from lut.measure import OrtBackend
     from lut.validate import VALIDATE_PROTOCOL, measure_networks
 
-    space = lut_space(cfg)
-    backend = OrtBackend("cpu", threads=1, clock=measurement_clock(cfg))
+    space = exp.lut_space
+    backend = OrtBackend("cpu", threads=1, clock=measurement_clock(exp))
     try:
         first, second = measure_networks([Arch(space, arch.genes)], backend, VALIDATE_PROTOCOL, batch=1, progress=progress)
     finally:
@@ -207,13 +192,13 @@ def benchmark_acc(arch: Arch) -> dict[str, Any]:
         return {}
 
 
-def describe(cfg: ExperimentConfig, pick: Pick, out_dir: Path, trained: dict[str, Any], progress: bool) -> dict[str, Any]:
+def describe(exp: Experiment, pick: Pick, out_dir: Path, trained: dict[str, Any], progress: bool) -> dict[str, Any]:
     """``result.json`` content: the trained model's accuracy, size, latency and provenance."""
     from supernet.standalone import load_standalone
 
     params, macs = count(pick.arch)
     parity = export_checked(load_standalone(out_dir / "model.pt"), pick.arch.space.resolution, out_dir / "model.onnx")
-    measured, setup = measured_latency(cfg, pick.arch, progress)
+    measured, setup = measured_latency(exp, pick.arch, progress)
     return {
         "arch_id": arch_id(pick.arch),
         "arch": str(pick.arch),
@@ -224,7 +209,7 @@ def describe(cfg: ExperimentConfig, pick: Pick, out_dir: Path, trained: dict[str
         **benchmark_acc(pick.arch),
         "params": params,
         "macs": macs,
-        "latency_ms": predicted_latency(cfg, pick.arch),
+        "latency_ms": predicted_latency(exp, pick.arch),
         "measured_latency_ms": measured,
         "measured_latency_setup": setup,
         "onnx_max_abs_diff": float(f"{parity:.3g}"),
@@ -233,7 +218,7 @@ def describe(cfg: ExperimentConfig, pick: Pick, out_dir: Path, trained: dict[str
         "train_wall_s": trained["train_wall_s"],
         "ema": trained["ema"],
         "init": trained["init"],
-        "config_hash": config_hash(cfg.section_dump(*RESULT_SECTIONS)),
+        "config_hash": exp.identity("retrain"),
     }
 
 
@@ -304,7 +289,7 @@ def update_summary(path: Path, result: dict[str, Any]) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- the command
 def retrain(
-    cfg: ExperimentConfig,
+    exp: Experiment,
     pick: Pick,
     *,
     resume: bool = False,
@@ -319,10 +304,10 @@ def retrain(
     from supernet.distributed import DistContext
     from supernet.standalone import train_standalone
 
-    ctx = dist or DistContext()
-    out = cfg.run_path / "retrain" / arch_id(pick.arch)
-    with locked_on_rank0(out, ctx):
-        digest = config_hash(cfg.section_dump(*RESULT_SECTIONS))
+    ctx, cfg = dist or DistContext(), exp.cfg
+    out = retrain_dir(exp, pick.arch)
+    with exp.locked(out, ctx):
+        digest = exp.identity("retrain")
         previous = out / "result.json"
         result = None
         if previous.exists():
@@ -342,30 +327,30 @@ def retrain(
                 print(f"retrain {arch_id(pick.arch)}: {problem}; training it again from its last checkpoint")
                 (out / "model.pt").unlink(missing_ok=True)
             resume = True
-        predicted_latency(cfg, pick.arch)  # a table that does not fit the space fails now, not after training
+        predicted_latency(exp, pick.arch)  # a table that does not fit the space fails now, not after training
         if (out.parent / "summary.csv").is_file():  # and so does a damaged summary the result is to be added to
             read_summary(out.parent / "summary.csv")
         start = time.perf_counter()
         trained = train_standalone(
             pick.arch,
-            experiment_dataset(cfg),
+            exp.dataset,
             cfg.retrain,
             out,
             seed=cfg.seed,
             device=device or cfg.device,
             resume=resume,
-            supernet=_init_supernet(cfg, device or cfg.device) if cfg.retrain.init_from_supernet else None,
-            config_text=dump_config(cfg),
+            supernet=exp.supernet("retrain.init_from_supernet", device) if cfg.retrain.init_from_supernet else None,
+            config_text=exp.config_text,
             dist=ctx,
             progress=progress,
             desc=f"retrain {arch_id(pick.arch)}",
         )
         if not ctx.is_main:
             return trained
-        result = describe(cfg, pick, out, trained, progress) | {"model_file": file_record(out / "model.pt")}
+        result = describe(exp, pick, out, trained, progress) | {"model_file": file_record(out / "model.pt")}
         result["wall_s"] = round(time.perf_counter() - start, 1)  # this invocation: training left + export + measuring
         write_json(previous, result)
-        atomic_write_text(out / "config.yaml", dump_config(cfg))
+        exp.write_config(out)
         update_summary(out.parent / "summary.csv", result)
     return result
 
@@ -388,12 +373,3 @@ def model_problem(model: Path, result: dict[str, Any]) -> str | None:
     if isinstance(recorded, dict) and changed(model, recorded):
         return f"{model} is not the model its result.json describes ({model.stat().st_size} bytes, recorded {recorded.get('bytes')})"
     return None
-
-
-def _init_supernet(cfg: ExperimentConfig, device: str | torch.device) -> Any:
-    from supernet.train import load_supernet
-
-    path = cfg.run_path / "supernet" / "supernet.pt"
-    if not path.exists():
-        raise UserError(f"retrain.init_from_supernet needs a trained supernet, but there is no {path}: run `moga supernet train` first")
-    return load_supernet(path, device, space=experiment_space(cfg))

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from lut.build import DECLARED, lut_space
 from lut.published import FORMATS, block_rows, import_published, read_rows
 from lut.table import LatencyTable
 from moga.cli import main
 from moga.config import load_config
+from moga.experiment import DECLARED, Experiment
 from moga.metrics import ArchMetrics
 from moga.objectives import make_objectives, resolve_metric
 from supernet import Arch, UserError, get_space
@@ -134,17 +134,16 @@ def test_energy_tables_are_objectives_by_their_own_name() -> None:
 
 def test_a_table_for_another_head_or_width_must_be_declared(tmp_path: Path) -> None:
     table = import_published(space_of("cifar100"), FMT, columns=["pixel3_latency_ms"])["pixel3_latency"]
-    exp = EXPERIMENT
-    cfg = load_config(exp)
-    table.check_space(lut_space(cfg), declared=DECLARED)  # declared: trains 10 classes at width 0.25, 16x16
-    assert (cfg.space.num_classes, cfg.space.width_mult, cfg.space.resolution) == (10, 0.25, 16)
+    exp = Experiment.load(EXPERIMENT)
+    table.check_space(exp.lut_space, declared=DECLARED)  # declared: trains 10 classes at width 0.25, 16x16
+    s = exp.cfg.space
+    assert (s.num_classes, s.width_mult, s.resolution) == (10, 0.25, 16)
     for key, shown in (("num_classes", "num classes 100"), ("width_mult", "width mult 1.0"), ("resolution", "resolution 32")):
-        undeclared = load_config(exp, [f"lut.{key}=null"])
-        space = lut_space(undeclared)
+        space = Experiment.load(EXPERIMENT, [f"lut.{key}=null"]).lut_space
         with pytest.raises(UserError, match=rf"measured for {shown}, the experiment uses .* declare it: lut.{key}: "):
             table.check_space(space, declared=DECLARED)
     trained = get_space("fbnet_cifar", num_classes=10, resolution=16, width_mult=0.25)
-    assert [lay.choices for lay in lut_space(cfg).layers] == [lay.choices for lay in trained.layers]  # one genome, both networks
+    assert [lay.choices for lay in exp.lut_space.layers] == [lay.choices for lay in trained.layers]  # one genome, both networks
 
 
 def test_published_tables_in_an_experiment(tmp_path: Path) -> None:
@@ -152,10 +151,9 @@ def test_published_tables_in_an_experiment(tmp_path: Path) -> None:
         load_config(EXPERIMENT, ["lut.tables.tx2.published=edgegpu"])
     with pytest.raises(UserError, match="not both"):
         load_config(EXPERIMENT, ["lut.tables.tx2.path=x.json"])
-    cfg = load_config(EXPERIMENT, [f"run_dir={tmp_path}"])
     from moga.pipeline import build_experiment_tables
 
-    tables = build_experiment_tables(cfg)
+    tables = build_experiment_tables(Experiment.load(EXPERIMENT, [f"run_dir={tmp_path}"]))
     assert {n: t.header["device"] for n, t in tables.items()} == {"tx2": "jetson-tx2", "pixel3": "pixel-3"}
     with open(tmp_path / "lut" / "tx2.json") as f:
         assert json.load(f)["header"]["column"] == "edgegpu_latency_ms"

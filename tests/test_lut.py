@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lut.build import build_table, export_blocks, import_csv, load_tables, progress_path
+from lut.build import build_table, export_blocks, import_csv, progress_path
 from lut.measure import FakeBackend, MeasureProtocol, OrtBackend, block_job, make_backend
 from lut.table import HEADER_FIELDS, Calibration, LatencyTable, space_blocks
 from lut.validate import kendall_tau, validate
 from moga.cli import main
-from moga.config import load_config
+from moga.experiment import Experiment
 from supernet import Arch, UserError, get_space
 
 PROTO = MeasureProtocol(warmup=1, runs=3, rounds=2)
@@ -292,7 +292,7 @@ def test_cli_build_several_tables_and_load_them(tmp_path, fake_table, capsys):
     assert main(["lut", "build", str(exp), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "cpu: measured" in out and "phone:" in out and "fits space moga at 32" in out
-    loaded = load_tables(load_config(exp))
+    loaded = Experiment.load(exp).tables()
     assert set(loaded) == {"cpu", "phone"} and loaded["cpu"].header["runtime"] == "fake"
     assert main(["lut", "build", str(exp), "--no-progress", "--table", "cpu"]) == 0 and "up to date" in capsys.readouterr().out
     assert main(["lut", "show", str(tmp_path / "run" / "lut" / "cpu.json"), "--entries"]) == 0

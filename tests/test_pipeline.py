@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from moga.cli import main
-from moga.config import load_config
+from moga.experiment import Experiment
 from moga.pipeline import run_experiment
 from supernet import UserError
 
@@ -29,9 +29,9 @@ TINY = [
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    cfg = load_config("experiments/quickstart.yaml", [*TINY, f"run_dir={run_dir}"])
-    run_experiment(cfg, progress=False)
-    return cfg, run_dir
+    exp = Experiment.load("experiments/quickstart.yaml", [*TINY, f"run_dir={run_dir}"])
+    run_experiment(exp, progress=False)
+    return exp, run_dir
 
 
 def test_every_stage_leaves_its_outputs(finished_run):
@@ -48,19 +48,19 @@ def test_every_stage_leaves_its_outputs(finished_run):
 
 
 def test_second_run_skips_finished_stages(finished_run, capsys):
-    cfg, run = finished_run
+    exp, run = finished_run
     before = (run / "search" / "pareto.csv").read_bytes()
-    run_experiment(cfg, progress=False)
+    run_experiment(Experiment(exp.cfg), progress=False)
     out = capsys.readouterr().out
     assert out.count("skipped") == 3
     assert (run / "search" / "pareto.csv").read_bytes() == before
 
 
 def test_changed_config_is_refused_naming_the_key(finished_run):
-    cfg, _ = finished_run
+    cfg = finished_run[0].cfg
     changed = cfg.model_copy(update={"supernet": cfg.supernet.model_copy(update={"steps": 3})})
     with pytest.raises(UserError, match=r"changed: supernet\.steps"):
-        run_experiment(changed, progress=False)
+        run_experiment(Experiment(changed), progress=False)
 
 
 def test_front_cli(finished_run, capsys, tmp_path):

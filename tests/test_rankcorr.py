@@ -13,8 +13,7 @@ import torch
 
 from lut.validate import kendall_tau
 from moga.cli import main
-from moga.config import load_config
-from moga.experiment import experiment_dataset, experiment_space
+from moga.experiment import Experiment
 from moga.rankcorr import (
     average_ranks,
     bootstrap_ci,
@@ -138,15 +137,15 @@ def tiny_run(tmp_path_factory):
             }
         )
     )
-    cfg = load_config(exp)
-    train_supernet(experiment_space(cfg), experiment_dataset(cfg), cfg.supernet, cfg.run_path / "supernet", progress=False)
-    return exp, cfg
+    xp = Experiment.load(exp)
+    train_supernet(xp.space, xp.dataset, xp.cfg.supernet, xp.supernet_dir, progress=False)
+    return exp, xp
 
 
 def test_rank_corr_end_to_end_and_resumable(tiny_run, capsys):
-    exp, cfg = tiny_run
+    exp, xp = tiny_run
     assert main(["rank-corr", str(exp), "--models", "3", "--resamples", "200", "--no-progress"]) == 0
-    out = cfg.run_path / "rankcorr"
+    out = xp.rankcorr_dir
     assert "Kendall τ" in capsys.readouterr().out
     table = pd.read_csv(out / "rankcorr.csv", dtype={"arch_id": str})
     assert list(table.columns) == ["arch_id", "arch", "macs", "supernet_acc", "standalone_acc"]
@@ -154,7 +153,7 @@ def test_rank_corr_end_to_end_and_resumable(tiny_run, capsys):
     report = json.loads((out / "rankcorr.json").read_text())
     assert report["models"] == 3 and report["top_k"] == 1 and report["ordered_by"] == "macs"
     assert report["recipe"]["epochs"] == 1 and not report["recipe"]["init_from_supernet"]
-    expected = rank_statistics(table["supernet_acc"], table["standalone_acc"], 1, resamples=200, seed=cfg.seed)
+    expected = rank_statistics(table["supernet_acc"], table["standalone_acc"], 1, resamples=200, seed=xp.cfg.seed)
     for name in ("kendall_tau", "spearman_rho", "top_k_overlap"):
         assert report[name] == expected[name], name
     assert (out / "rankcorr.png").stat().st_size > 0
@@ -195,11 +194,11 @@ def test_rank_corr_user_errors(tiny_run, capsys, tmp_path):
 
 
 def test_init_from_supernet_starts_from_the_extracted_weights(tiny_run, tmp_path):
-    _, cfg = tiny_run
-    net = load_supernet(cfg.run_path / "supernet" / "supernet.pt")
-    arch = Arch(experiment_space(cfg), (1, 2))
-    recipe = cfg.retrain.model_copy(update={"init_from_supernet": True, "max_steps": 1, "lr": 1e-12, "weight_decay": 0.0})
-    result = train_standalone(arch, experiment_dataset(cfg), recipe, tmp_path, supernet=net, progress=False)
+    _, xp = tiny_run
+    net = load_supernet(xp.supernet_file)
+    arch = Arch(xp.space, (1, 2))
+    recipe = xp.cfg.retrain.model_copy(update={"init_from_supernet": True, "max_steps": 1, "lr": 1e-12, "weight_decay": 0.0})
+    result = train_standalone(arch, xp.dataset, recipe, tmp_path, supernet=net, progress=False)
     assert result["init"] == "supernet"
     trained = torch.load(tmp_path / "model.pt", weights_only=True)
     assert trained["fingerprint"]["init"].startswith("supernet:")
@@ -210,19 +209,19 @@ def test_init_from_supernet_starts_from_the_extracted_weights(tiny_run, tmp_path
     from supernet.errors import UserError
 
     with pytest.raises(UserError, match="does not fit"):
-        train_standalone(Arch.random(other, np.random.default_rng(0)), experiment_dataset(cfg), recipe, tmp_path / "x", supernet=net)
+        train_standalone(Arch.random(other, np.random.default_rng(0)), xp.dataset, recipe, tmp_path / "x", supernet=net)
 
 
 def test_the_sample_is_ordered_by_the_first_table_when_it_exists(tiny_run, tmp_path, capsys):
-    from lut.build import build_table, lut_space, table_path
+    from lut.build import build_table
     from lut.measure import FakeBackend
     from moga.rankcorr import latency_measure
 
     exp, _ = tiny_run
-    cfg = load_config(exp, ["lut.tables={cpu: {backend: fake}}", f"run_dir={tmp_path}"])
-    assert latency_measure(cfg)[0] == "macs" and "no latency table" in capsys.readouterr().err
-    table, _ = build_table(lut_space(cfg), FakeBackend(), table_path(cfg, "cpu"), device="fake", progress=False)
-    name, cost = latency_measure(cfg)
-    archs = [Arch(experiment_space(cfg), (0, 1)), Arch(experiment_space(cfg), (3, 2))]
+    xp = Experiment.load(exp, ["lut.tables={cpu: {backend: fake}}", f"run_dir={tmp_path}"])
+    assert latency_measure(xp)[0] == "macs" and "no latency table" in capsys.readouterr().err
+    table, _ = build_table(xp.lut_space, FakeBackend(), xp.table_path("cpu"), device="fake", progress=False)
+    name, cost = latency_measure(xp)
+    archs = [Arch(xp.space, (0, 1)), Arch(xp.space, (3, 2))]
     assert name == "latency_ms:cpu"
     assert list(cost(np.stack([a.genome for a in archs]))) == pytest.approx([table.predict(a) for a in archs])

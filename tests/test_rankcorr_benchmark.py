@@ -16,8 +16,7 @@ import torch
 
 from lut.validate import kendall_tau
 from moga.cli import main
-from moga.config import load_config
-from moga.experiment import experiment_dataset, experiment_space
+from moga.experiment import Experiment
 from moga.rankcorr import (
     benchmark_dir,
     benchmark_sample,
@@ -32,7 +31,7 @@ from moga.rankcorr import (
 from supernet.arch import Arch
 from supernet.benchmark import load_benchmark
 from supernet.errors import UserError
-from supernet.evaluate import SubnetEvaluator, count_prefixes
+from supernet.evaluate import count_prefixes
 from supernet.supernet import Supernet
 from supernet.train import derive_seed, load_supernet, save_supernet
 from tests.tiny_experiment import make_image_folder, write_experiment
@@ -57,10 +56,10 @@ def nb_run(tmp_path_factory):
         root, root / "run", space=NASBENCH, data={"search_val_per_class": 2}, lut={"tables": {}},
         supernet={"bn_calib_images": 8, "bn_calib_batch_size": 8, "eval_images": 0, "eval_batch_size": 20},
     )  # fmt: skip
-    cfg = load_config(exp)
+    xp = Experiment.load(exp)
     torch.manual_seed(0)
-    save_supernet(cfg.run_path / "supernet" / "supernet.pt", Supernet(experiment_space(cfg)), {"seed": cfg.seed})
-    return exp, cfg
+    save_supernet(xp.supernet_file, Supernet(xp.space), {"seed": xp.cfg.seed})
+    return exp, xp
 
 
 def group_of(space, code: str) -> list[str]:
@@ -117,20 +116,20 @@ def test_equivalents_mean_averages_every_code_of_the_network(bench):
 
 # ----------------------------------------------------------------------------- end to end
 def test_benchmark_mode_end_to_end(nb_run, bench, capsys):
-    exp, cfg = nb_run
+    exp, xp = nb_run
     assert main(["rank-corr", str(exp), *BENCH_ARGS, "--models", "20"]) == 0
     printed = capsys.readouterr().out
     for text in ("20 nasbench_macro networks", "supernet  Kendall τ", "FLOPs     Kendall τ", "ceiling", "networks/min"):
         assert text in printed, text
-    out = benchmark_dir(cfg, "nasbench_macro")
-    assert out == cfg.run_path / "rankcorr" / "benchmark_nasbench_macro"
-    assert not (cfg.run_path / "rankcorr" / "rankcorr.json").exists()  # the standalone rank-corr's files are elsewhere
+    out = benchmark_dir(xp, "nasbench_macro")
+    assert out == xp.rankcorr_dir / "benchmark_nasbench_macro"
+    assert not (xp.rankcorr_dir / "rankcorr.json").exists()  # the standalone rank-corr's files are elsewhere
     table = pd.read_csv(out / "rankcorr.csv", dtype={"code": str})
     assert list(table.columns) == [
         "arch", "code", "supernet_acc", "supernet_neg_loss", "true_acc", "acc_seed0", "acc_seed1", "acc_seed2", "flops", "params", "paths",
     ]  # fmt: skip
-    space = experiment_space(cfg)
-    expected = benchmark_sample(bench, space, 20, derive_seed(cfg.seed, "rankcorr-benchmark", "nasbench_macro"))
+    space = xp.space
+    expected = benchmark_sample(bench, space, 20, derive_seed(xp.cfg.seed, "rankcorr-benchmark", "nasbench_macro"))
     assert list(table["code"]) == [a.code for a in expected] and table["code"].is_unique
     for row in table.itertuples():
         rec = bench.records[row.code]
@@ -173,8 +172,8 @@ def test_benchmark_mode_end_to_end(nb_run, bench, capsys):
     assert sum(e["networks"] for e in report["choice_effects"] if e["layer"] == 8) == 20
 
     # the estimates are SubnetEvaluator's, BN recalibrated as configured
-    net = load_supernet(cfg.run_path / "supernet" / "supernet.pt", space=space)
-    evaluator = SubnetEvaluator.from_config(net, experiment_dataset(cfg), cfg.supernet, seed=cfg.seed)
+    net = load_supernet(xp.supernet_file, space=space)
+    evaluator = xp.evaluator(net)
     assert list(table["supernet_acc"]) == pytest.approx(evaluator.evaluate(expected), abs=1e-9)
     losses = [float(torch.nn.functional.cross_entropy(z, evaluator.labels)) for z in evaluator.logits(expected)]
     assert list(table["supernet_neg_loss"]) == pytest.approx([-v for v in losses], abs=1e-5)
@@ -182,19 +181,19 @@ def test_benchmark_mode_end_to_end(nb_run, bench, capsys):
 
 
 def test_benchmark_mode_mean_over_equivalent_codes(nb_run, bench, capsys):
-    exp, cfg = nb_run
+    exp, xp = nb_run
     assert main(["rank-corr", str(exp), *BENCH_ARGS, "--models", "8", "--equivalents", "mean", "--top-k", "3"]) == 0
     assert "mean paths" in capsys.readouterr().out
-    out = benchmark_dir(cfg, "nasbench_macro")
+    out = benchmark_dir(xp, "nasbench_macro")
     table = pd.read_csv(out / "rankcorr.csv", dtype={"code": str})
     report = json.loads((out / "rankcorr.json").read_text())
-    space = experiment_space(cfg)
+    space = xp.space
     groups = [group_of(space, code) for code in table["code"]]
     assert list(table["paths"]) == [len(g) for g in groups] and report["paths_scored"] == sum(map(len, groups))
     assert report["equivalents"] == "mean" and report["top_k"] == 3 and report["scoring"]["heads_run"] == sum(map(len, groups))
     assert max(map(len, groups)) > 1  # the sample has networks with several codes
-    net = load_supernet(cfg.run_path / "supernet" / "supernet.pt", space=space)
-    evaluator = SubnetEvaluator.from_config(net, experiment_dataset(cfg), cfg.supernet, seed=cfg.seed)
+    net = load_supernet(xp.supernet_file, space=space)
+    evaluator = xp.evaluator(net)
     every = {c: acc for g in groups for c, acc in zip(g, evaluator.evaluate([Arch.parse(space, c) for c in g]), strict=True)}
     assert list(table["supernet_acc"]) == pytest.approx([np.mean([every[c] for c in g]) for g in groups], abs=1e-9)
 
@@ -299,8 +298,8 @@ def test_bootstrap_leaves_undefined_resamples_out():
 
 def test_supernet_eval_takes_benchmark_codes(nb_run, capsys):
     """``moga supernet eval --arch CODE``: the code is the same architecture as its string."""
-    exp, cfg = nb_run
-    string = str(Arch.parse(experiment_space(cfg), "22212202"))
+    exp, xp = nb_run
+    string = str(Arch.parse(xp.space, "22212202"))
     assert main(["supernet", "eval", str(exp), "--arch", "22212202", "--arch", string]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert f"22212202 ({string})" in lines[0] and lines[1].split()[0] == lines[0].split()[0]  # same accuracy

@@ -14,11 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from lut.build import build_table, lut_space, table_path
+from lut.build import build_table
 from lut.measure import FakeBackend
 from moga.cli import main
-from moga.config import load_config
-from moga.experiment import experiment_dataset, experiment_space
+from moga.experiment import Experiment
 from moga.retrain import arch_id, resolve_pick, update_summary
 from supernet import Arch, UserError, count
 from supernet.checkpoint import load_checkpoint
@@ -44,25 +43,25 @@ OTHER = "k5e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3"
 
 @pytest.fixture
 def experiment(tmp_path):
-    """(experiment YAML, its config, run dir) with a fake latency table and a two-row Pareto front."""
+    """(experiment YAML, the Experiment, run dir) with a fake latency table and a two-row Pareto front."""
     run = tmp_path / "run"
     exp = tmp_path / "exp.yaml"
     exp.write_text(QUICKSTART.read_text() + f"\nrun_dir: {run}\n")
-    cfg = load_config(exp, TINY)
-    build_table(lut_space(cfg), FakeBackend(), table_path(cfg, "cpu"), device="fake", progress=False)
+    xp = Experiment.load(exp, TINY)
+    build_table(xp.lut_space, FakeBackend(), xp.table_path("cpu"), device="fake", progress=False)
     (run / "search").mkdir(parents=True)
     front = pd.DataFrame({"id": [0, 1], "arch": [LIGHT, OTHER], "accuracy": [41.5, 43.25], "latency_ms": [0.5, 0.6]})
     front.to_csv(run / "search" / "pareto.csv", index=False)
-    return exp, cfg, run
+    return exp, xp, run
 
 
 @pytest.fixture(scope="module")
 def small_data():
     """The experiment's dataset with a 200-image test split: scoring is most of a tiny run's cost."""
-    cfg = load_config(QUICKSTART, TINY)
-    data = experiment_dataset(cfg)
+    xp = Experiment.load(QUICKSTART, TINY)
+    data = xp.dataset
     test = Split(data.test.images[::10], data.test.labels[::10])
-    return dataclasses.replace(data, test=test), experiment_space(cfg)
+    return dataclasses.replace(data, test=test), xp.space
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -74,13 +73,13 @@ def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 
 # ----------------------------------------------------------------------------- the command
 def test_retrain_pick_writes_result_onnx_and_summary(experiment, capsys):
-    exp, cfg, run = experiment
+    exp, xp, run = experiment
     assert main(["retrain", str(exp), "--pick", "1", *TINY, "--no-progress"]) == 0
     out = run / "retrain" / arch_id(OTHER)
     for name in ("result.json", "model.onnx", "model.pt", "last.pt", "curves.csv", "curves.png", "config.yaml"):
         assert (out / name).is_file(), name
     result = json.loads((out / "result.json").read_text())
-    arch = Arch.parse(experiment_space(cfg), OTHER)
+    arch = Arch.parse(xp.space, OTHER)
     assert result["arch"] == OTHER and result["source"] == {"kind": "row", "value": "1"}
     assert result["supernet_acc"] == 43.25  # from pareto.csv
     assert (result["params"], result["macs"]) == count(arch)
@@ -137,18 +136,18 @@ def test_bad_picks_are_one_line_user_errors(experiment, capsys, args, needle):
 
 
 def test_pick_without_a_front_names_the_missing_file(experiment, capsys):
-    exp, cfg, run = experiment
+    exp, xp, run = experiment
     (run / "search" / "pareto.csv").unlink()
     err = one_line_error(capsys, ["retrain", str(exp), "--pick", "0", *TINY])
     assert "pareto.csv" in err and "moga search" in err
     with pytest.raises(UserError, match="exactly one"):
-        resolve_pick(cfg, row="0", arch=LIGHT)
-    assert resolve_pick(cfg, zoo="moga_c").supernet_acc is None  # unknown to a search that never ran
+        resolve_pick(xp, row="0", arch=LIGHT)
+    assert resolve_pick(xp, zoo="moga_c").supernet_acc is None  # unknown to a search that never ran
 
 
 def test_arch_pick_finds_the_supernet_estimate_in_the_front(experiment):
-    _, cfg, _ = experiment
-    pick = resolve_pick(cfg, arch=LIGHT)
+    _, xp, _ = experiment
+    pick = resolve_pick(xp, arch=LIGHT)
     assert (pick.kind, pick.supernet_acc, pick.label) == ("arch", 41.5, "arch")
 
 

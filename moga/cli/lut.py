@@ -75,17 +75,11 @@ def _register_export_and_import(act: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_import)
 
 
-def _tables(cfg: Any, only: str | None) -> list[str]:
-    if only is not None and only not in cfg.lut.tables:
-        raise UserError(f"the experiment names no latency table {only!r} (it has {', '.join(cfg.lut.tables) or 'none'})")
-    return [only] if only else list(cfg.lut.tables)
-
-
 def cmd_build(args: argparse.Namespace) -> None:
-    from moga.config import load_config
+    from moga.experiment import Experiment
     from moga.pipeline import build_experiment_tables  # the `moga run` lut stage: one implementation
 
-    build_experiment_tables(load_config(args.experiment, args.overrides), only=args.table, progress=not args.no_progress)
+    build_experiment_tables(Experiment.load(args.experiment, args.overrides), only=args.table, progress=not args.no_progress)
 
 
 def _report(calibrated: Any, report: Any, path: Path, out: str | None) -> None:
@@ -169,13 +163,13 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 
 def cmd_export_blocks(args: argparse.Namespace) -> None:
-    from lut.build import export_blocks, lut_space
-    from moga.config import load_config
+    from lut.build import export_blocks
+    from moga.experiment import Experiment
 
-    cfg = load_config(args.experiment, args.overrides)
-    names = _tables(cfg, args.table)
-    batch = cfg.lut.tables[names[0]].batch if names else 1
-    space = lut_space(cfg)
+    exp = Experiment.load(args.experiment, args.overrides)
+    names = exp.table_names(args.table)
+    batch = exp.cfg.lut.tables[names[0]].batch if names else 1
+    space = exp.lut_space
     n = export_blocks(space, args.out_dir, batch=batch, nets=args.nets, seed=args.seed)
     nets = f" and {n['nets']} networks (nets/manifest.csv)" if n["nets"] else ""
     print(f"wrote {n['blocks']} blocks (manifest.csv){nets} of space {space.name} at {space.resolution}, batch {batch}, to {args.out_dir}")

@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_rank_corr(args: argparse.Namespace) -> None:
-    from moga.config import load_config
+    from moga.experiment import Experiment
     from moga.rankcorr import rank_correlation
 
     if args.benchmark is not None:
@@ -63,14 +63,14 @@ def cmd_rank_corr(args: argparse.Namespace) -> None:
             raise UserError(f"{flag} needs --benchmark NAME (it picks networks of a tabular benchmark)")
     if args.models is None:
         raise UserError("rank-corr needs --models K (architectures to train), or --benchmark NAME with --models N / --all")
-    cfg = load_config(args.experiment, args.overrides)
+    exp = Experiment.load(args.experiment, args.overrides)
     seeds = 1 if args.seeds is None else args.seeds
     report = on_every_rank(
-        cfg.device, not args.no_progress, rank_correlation, cfg, args.models, seeds=seeds, top_k=args.top_k, resamples=args.resamples
+        exp.cfg.device, not args.no_progress, rank_correlation, exp, args.models, seeds=seeds, top_k=args.top_k, resamples=args.resamples
     )
     if report is None:
         return
-    out = cfg.run_path / "rankcorr"
+    out = exp.rankcorr_dir
     print(f"rank-corr: {report['models']} models ordered by {report['ordered_by']}; supernet (search_val) vs standalone (test)")
     tau, rho, top = (_statistic(report[name]) for name in ("kendall_tau", "spearman_rho", "top_k_overlap"))
     print(f"  Kendall τ {tau}   Spearman ρ {rho}   top-{report['top_k']} overlap {top}")
@@ -80,15 +80,15 @@ def cmd_rank_corr(args: argparse.Namespace) -> None:
 
 
 def _rank_corr_benchmark(args: argparse.Namespace) -> None:
-    from moga.config import load_config
+    from moga.experiment import Experiment
     from moga.rankcorr import benchmark_dir, rank_correlation_benchmark
 
-    cfg = load_config(args.experiment, args.overrides)
+    exp = Experiment.load(args.experiment, args.overrides)
     report = on_every_rank(
-        cfg.device,
+        exp.cfg.device,
         not args.no_progress,
         rank_correlation_benchmark,
-        cfg,
+        exp,
         args.benchmark,
         None if args.all else args.models,
         equivalents=args.equivalents or "canonical",
@@ -116,7 +116,7 @@ def _rank_corr_benchmark(args: argparse.Namespace) -> None:
         f"  scoring {sc['wall_seconds']:.1f} s ({sc['networks_per_min']:.0f} networks/min), {sc['blocks_run']} blocks run "
         f"vs {sc['blocks_one_by_one']} one by one; statistics {report['statistics_wall_seconds']:.1f} s"
     )
-    print(f"  {benchmark_dir(cfg, report['benchmark'])}/: rankcorr.csv, rankcorr.json, rankcorr.png")
+    print(f"  {benchmark_dir(exp, report['benchmark'])}/: rankcorr.csv, rankcorr.json, rankcorr.png")
 
 
 def _statistic(stat: dict[str, Any]) -> str:

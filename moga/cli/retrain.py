@@ -33,15 +33,15 @@ def _percent(v: float | None) -> str:
 
 
 def cmd_retrain(args: argparse.Namespace) -> None:
-    from moga.config import load_config
-    from moga.retrain import arch_id, resolve_pick, retrain
+    from moga.experiment import Experiment
+    from moga.retrain import resolve_pick, retrain, retrain_dir
 
-    cfg = load_config(args.experiment, args.overrides)
-    pick = resolve_pick(cfg, row=args.pick, arch=args.arch, zoo=args.zoo)
-    result = on_every_rank(cfg.device, not args.no_progress, retrain, cfg, pick, resume=args.resume)
+    exp = Experiment.load(args.experiment, args.overrides)
+    pick = resolve_pick(exp, row=args.pick, arch=args.arch, zoo=args.zoo)
+    result = on_every_rank(exp.cfg.device, not args.no_progress, retrain, exp, pick, resume=args.resume)
     if result is None:
         return
-    out = cfg.run_path / "retrain" / arch_id(pick.arch)
+    out = retrain_dir(exp, pick.arch)
     weights = " (EMA weights)" if result["ema"] else ""
     latency = "   ".join(f"{name} {ms:.3f} ms (table)" for name, ms in result["latency_ms"].items())
     setup = result["measured_latency_setup"]

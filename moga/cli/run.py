@@ -17,12 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     from moga.cli.front import print_front
-    from moga.config import load_config
+    from moga.experiment import Experiment
     from moga.pipeline import run_experiment
 
-    cfg = load_config(args.experiment, args.overrides)
-    run = run_experiment(cfg, progress=not args.no_progress)
-    front = run / cfg.search.dir / "pareto.csv"
-    if front.exists():
-        print(f"\nPareto front: {front}   (inspect: moga front {run}; retrain a row: moga retrain {args.experiment} --pick ID)")
-        print_front(str(front))
+    exp = Experiment.load(args.experiment, args.overrides)
+    run = run_experiment(exp, progress=not args.no_progress)
+    if exp.front_file.exists():
+        print(f"\nPareto front: {exp.front_file}   (inspect: moga front {run}; retrain a row: moga retrain {args.experiment} --pick ID)")
+        print_front(str(exp.front_file))

@@ -18,27 +18,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from moga.config import dump_config, load_config
-    from moga.experiment import locked_on_rank0
+    from moga.experiment import Experiment
     from moga.pipeline import search_stage
-    from moga.runio import atomic_write_text
 
-    cfg = load_config(args.experiment, args.overrides)
-    with distributed(cfg.device) as (ctx, _), locked_on_rank0(cfg.run_path, ctx):
+    exp = Experiment.load(args.experiment, args.overrides)
+    state = exp.search_dir / "state.json"
+    with distributed(exp.cfg.device) as (ctx, _), exp.locked(exp.run, ctx):
         # a new search records its config up front; over an existing one (which may be another config's,
         # refused by search_stage) the config is written only once the search has accepted and finished it
-        new = not (cfg.run_path / cfg.search.dir / "state.json").exists()
+        new = not state.exists()
         if ctx.is_main and new:
-            atomic_write_text(cfg.run_path / cfg.search.dir / "config.yaml", dump_config(cfg))
+            exp.write_config(exp.search_dir)
         try:
-            info = search_stage(cfg, args.resume, not args.no_progress and ctx.is_main, ctx.is_main)
+            info = search_stage(exp, args.resume, not args.no_progress and ctx.is_main, ctx.is_main)
         except BaseException:
-            if ctx.is_main and new and not (cfg.run_path / cfg.search.dir / "state.json").exists():
-                (cfg.run_path / cfg.search.dir / "config.yaml").unlink(missing_ok=True)  # refused before it began: leave nothing
+            if ctx.is_main and new and not state.exists():
+                (exp.search_dir / "config.yaml").unlink(missing_ok=True)  # refused before it began: leave nothing
             raise
         if ctx.is_main and not new:
-            atomic_write_text(cfg.run_path / cfg.search.dir / "config.yaml", dump_config(cfg))
+            exp.write_config(exp.search_dir)
     if ctx.is_main:
-        print(
-            f"search: {info['evaluations']} architectures evaluated, {info['front_size']} on the front -> {cfg.run_path / cfg.search.dir}"
-        )
+        print(f"search: {info['evaluations']} architectures evaluated, {info['front_size']} on the front -> {exp.search_dir}")

@@ -11,8 +11,6 @@ from pathlib import Path
 
 from moga.cli.argtypes import add_actions, add_overrides
 from moga.cli.distributed import distributed
-from moga.experiment import experiment_dataset, experiment_space, locked_on_rank0
-from supernet.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,30 +34,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from moga.config import load_config
+    from moga.experiment import Experiment
     from moga.pipeline import supernet_stage
 
-    cfg = load_config(args.experiment, args.overrides)
-    with distributed(cfg.device) as (ctx, device), locked_on_rank0(cfg.run_path, ctx):
-        supernet_stage(cfg, ctx, device, progress=not args.no_progress, resume=args.resume)
+    exp = Experiment.load(args.experiment, args.overrides)
+    with distributed(exp.cfg.device) as (ctx, device), exp.locked(exp.run, ctx):
+        supernet_stage(exp, ctx, device, progress=not args.no_progress, resume=args.resume)
     if ctx.is_main:
-        print(f"supernet: {cfg.run_path / 'supernet' / 'supernet.pt'} (curves.csv/png, fairness.json beside it)")
+        print(f"supernet: {exp.supernet_file} (curves.csv/png, fairness.json beside it)")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from moga.config import load_config
-    from supernet.evaluate import SubnetEvaluator
+    from moga.experiment import Experiment
     from supernet.model import resolve_arch
-    from supernet.train import load_supernet
 
-    cfg = load_config(args.experiment, args.overrides)
-    path = Path(args.checkpoint) if args.checkpoint else cfg.run_path / "supernet" / "supernet.pt"
-    if not path.exists():
-        raise UserError(f"no trained supernet at {path}: run `moga supernet train {args.experiment}` first")
-    net = load_supernet(path, cfg.device, data_seed=cfg.seed, space=experiment_space(cfg))
+    exp = Experiment.load(args.experiment, args.overrides)
+    net = exp.supernet("moga supernet eval", checkpoint=Path(args.checkpoint) if args.checkpoint else None)
     archs = [resolve_arch(a, net.space) for a in (args.arch or args.zoo)]
-    evaluator = SubnetEvaluator.from_config(net, experiment_dataset(cfg), cfg.supernet, seed=cfg.seed)
-    s = cfg.supernet
+    evaluator = exp.evaluator(net)
+    s = exp.cfg.supernet
     bn = f"BN recalibrated on {s.bn_calib_images} training images" if s.bn_calib_images else "BN running statistics (no recalibration)"
     n_val = s.eval_images or len(evaluator.dataset.search_val)
     for name, arch, acc in zip(args.arch or args.zoo, archs, evaluator.evaluate(archs), strict=True):
