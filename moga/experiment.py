@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from moga.config import ExperimentConfig, dump_config, load_config
 from moga.objectives import constraint_metric
-from moga.runio import atomic_write_text, config_hash
+from moga.runio import config_hash
 from supernet.errors import UserError
+from supernet.io import atomic_write_text
 
 if TYPE_CHECKING:
     import torch

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from supernet.errors import UserError
+
+if TYPE_CHECKING:
+    from moga.config import SearchConfig
 
 MAXIMISED_BY_DEFAULT = {"accuracy": True, "params": True, "latency": False, "macs": False}
 _CONSTRAINT = re.compile(r"^\s*(?P<metric>[A-Za-z_]+(?::[\w.-]+)?)\s*(?P<op><=|>=)\s*(?P<value>[-+0-9.eE_]+)\s*$")
@@ -77,20 +81,23 @@ class Constraint:
         return values - self.value if self.op == "<=" else self.value - values
 
 
+def parse_search(search: SearchConfig, tables: list[str], others: dict[str, str] | None = None) -> tuple[list[Objective], list[Constraint]]:
+    """The objectives and constraints of a ``search`` config section, resolved against the experiment's tables."""
+    objectives = make_objectives([(o.name, o.weight, o.maximize) for o in search.objectives], tables, others)
+    return objectives, [parse_constraint(c, tables, others) for c in search.constraints]
+
+
 def make_objectives(
     specs: list[tuple[str, float, bool | None]], tables: list[str], others: dict[str, str] | None = None
 ) -> list[Objective]:
+    """Objectives from (name, weight, maximize) specs; the weights are checked where they are read (``moga.config``)."""
     objectives = []
     for name, weight, maximize in specs:
         metric = resolve_metric(name, tables, others)
-        if weight < 0:
-            raise UserError(f"objective {name!r} has a negative weight ({weight})")
         default = MAXIMISED_BY_DEFAULT.get(metric.split(":")[0], False)  # a table's other metric (energy): minimised
         objectives.append(Objective(metric, float(weight), default if maximize is None else maximize))
     if len({o.metric for o in objectives}) != len(objectives):
         raise UserError("an objective is listed twice")
-    if sum(o.weight for o in objectives) <= 0:
-        raise UserError("objective weights are all zero")
     return objectives
 
 

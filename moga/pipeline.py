@@ -185,12 +185,11 @@ def check_search_setup(exp: Experiment) -> None:
     """The search's objectives and constraints against the latency tables (exact metric ranges) and its accuracy
     source, so a search that cannot run is refused before a supernet is trained for it."""
     from moga.metrics import ArchMetrics
-    from moga.objectives import check_satisfiable, make_objectives, parse_constraint
+    from moga.objectives import check_satisfiable, parse_search
 
     check_accuracy_source(exp)
     metrics = ArchMetrics(exp.space, exp.tables(), None, exp.lut_space)
-    make_objectives([(o.name, o.weight, o.maximize) for o in exp.cfg.search.objectives], metrics.tables, metrics.others)
-    check_satisfiable([parse_constraint(c, metrics.tables, metrics.others) for c in exp.cfg.search.constraints], metrics.bounds)
+    check_satisfiable(parse_search(exp.cfg.search, metrics.tables, metrics.others)[1], metrics.bounds)
 
 
 def run_experiment(exp: Experiment, progress: bool = True) -> Path:

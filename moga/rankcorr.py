@@ -72,9 +72,9 @@ import pandas as pd
 from lut.validate import kendall_tau, random_archs
 from moga.experiment import Experiment
 from moga.retrain import arch_id
-from moga.runio import atomic_write_bytes, atomic_write_text, write_json
 from supernet.arch import Arch
 from supernet.errors import UserError
+from supernet.io import atomic_write_bytes, atomic_write_text, write_json
 from supernet.model import count_population
 from supernet.space import SearchSpace
 

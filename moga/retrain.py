@@ -31,10 +31,10 @@ import pandas as pd
 
 from moga.experiment import Experiment
 from moga.front import read_front
-from moga.runio import atomic_write_text, read_json, write_json
 from moga.stagelog import changed, file_record
 from supernet.arch import Arch
 from supernet.errors import UserError
+from supernet.io import atomic_write_text, read_json, write_json
 from supernet.model import count, resolve_arch
 from supernet.readers import ColumnKind, read_csv_checked
 from supernet.zoo import zoo_entry

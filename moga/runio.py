@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from supernet.errors import UserError, os_error_message
-from supernet.io import atomic_write_bytes, atomic_write_text, read_json, write_json
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "config_hash", "read_json", "run_lock", "write_json"]
+__all__ = ["config_hash", "run_lock"]
 
 
 def config_hash(obj: Any) -> str:

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from moga.config import SearchConfig
 from moga.crowding import make_crowding_function, weighted_crowding_distance
-from moga.objectives import Constraint, Objective, check_satisfiable, column, make_objectives, parse_constraint
+from moga.objectives import Constraint, Objective, check_satisfiable, column, parse_search
 from moga.operators import ArchSampling, GenomeDuplicateElimination, HybridMutation, LayerCrossover, MutationController, mutation_rewards
 from moga.plots import line_plot, pairwise_plot, pareto_plot
 from moga.truefront import GroundTruth, TrueFront, feasible_front, hypervolume, objective_matrix
@@ -274,10 +274,8 @@ class Search:
         the space's benchmark (default: ``GroundTruth.for_space(space)``, required by ``accuracy: benchmark``)."""
         self.space, self.cfg, self.metrics, self.seed = space, cfg, metrics, seed
         self.out_dir, self.config_hash, self.writer = Path(out_dir), config_hash, writer
-        specs = [(o.name, o.weight, o.maximize) for o in cfg.objectives]
         others = getattr(metrics, "others", {})  # tables of another metric than latency (energy)
-        self.objectives = make_objectives(specs, metrics.tables, others)
-        self.constraints = [parse_constraint(c, metrics.tables, others) for c in cfg.constraints]
+        self.objectives, self.constraints = parse_search(cfg, metrics.tables, others)
         self.truth = truth if truth is not None else GroundTruth.for_space(space, required=cfg.accuracy == "benchmark")
         self.by_network = cfg.accuracy == "benchmark"
         bounds = dict(metrics.bounds)
