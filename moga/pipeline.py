@@ -214,7 +214,7 @@ def search_stage(cfg: ExperimentConfig, resume: bool, progress: bool, writer: bo
         if not path.exists():
             raise UserError(f"no trained supernet at {path}: run `moga supernet train` (or `moga run`) first")
         net = load_supernet(path, cfg.device, data_seed=cfg.seed, space=space)
-        evaluator = SubnetEvaluator.from_config(net, experiment_dataset(cfg), cfg.supernet, seed=cfg.seed)
+        evaluator = SubnetEvaluator.from_config(net, experiment_dataset(cfg), cfg.supernet.eval, seed=cfg.seed)
         accuracy = shared_across_ranks(evaluator.evaluate)
     metrics = ArchMetrics(space, load_tables(cfg), accuracy, lut_space(cfg))
     seed = cfg.seed if cfg.search.seed is None else cfg.search.seed

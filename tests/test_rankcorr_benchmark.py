@@ -55,7 +55,7 @@ def nb_run(tmp_path_factory):
     make_image_folder(root / "data", classes=tuple(f"c{i}" for i in range(10)), train=4, val=1)
     exp = write_experiment(
         root, root / "run", space=NASBENCH, data={"search_val_per_class": 2}, lut={"tables": {}},
-        supernet={"bn_calib_images": 8, "bn_calib_batch_size": 8, "eval_images": 0, "eval_batch_size": 20},
+        supernet={"eval": {"calib_images": 8, "calib_batch_size": 8, "images": 0, "batch_size": 20}},
     )  # fmt: skip
     cfg = load_config(exp)
     torch.manual_seed(0)
@@ -174,7 +174,7 @@ def test_benchmark_mode_end_to_end(nb_run, bench, capsys):
 
     # the estimates are SubnetEvaluator's, BN recalibrated as configured
     net = load_supernet(cfg.run_path / "supernet" / "supernet.pt", space=space)
-    evaluator = SubnetEvaluator.from_config(net, experiment_dataset(cfg), cfg.supernet, seed=cfg.seed)
+    evaluator = SubnetEvaluator.from_config(net, experiment_dataset(cfg), cfg.supernet.eval, seed=cfg.seed)
     assert list(table["supernet_acc"]) == pytest.approx(evaluator.evaluate(expected), abs=1e-9)
     losses = [float(torch.nn.functional.cross_entropy(z, evaluator.labels)) for z in evaluator.logits(expected)]
     assert list(table["supernet_neg_loss"]) == pytest.approx([-v for v in losses], abs=1e-5)
@@ -194,7 +194,7 @@ def test_benchmark_mode_mean_over_equivalent_codes(nb_run, bench, capsys):
     assert report["equivalents"] == "mean" and report["top_k"] == 3 and report["scoring"]["heads_run"] == sum(map(len, groups))
     assert max(map(len, groups)) > 1  # the sample has networks with several codes
     net = load_supernet(cfg.run_path / "supernet" / "supernet.pt", space=space)
-    evaluator = SubnetEvaluator.from_config(net, experiment_dataset(cfg), cfg.supernet, seed=cfg.seed)
+    evaluator = SubnetEvaluator.from_config(net, experiment_dataset(cfg), cfg.supernet.eval, seed=cfg.seed)
     every = {c: acc for g in groups for c, acc in zip(g, evaluator.evaluate([Arch.parse(space, c) for c in g]), strict=True)}
     assert list(table["supernet_acc"]) == pytest.approx([np.mean([every[c] for c in g]) for g in groups], abs=1e-9)
 
