@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def space_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", default=None, help="search space name or YAML path (default: the zoo model's, else moga)")
     d = IMAGENET
-    p.add_argument("--resolution", type=at_least(8), default=None, help=f"default {d.resolution}, or the benchmark's setting for a benchmarked space")
+    p.add_argument(
+        "--resolution", type=at_least(8), default=None, help=f"default {d.resolution}, or the benchmark's setting for a benchmarked space"
+    )
     p.add_argument("--num-classes", type=at_least(1), default=None, help=f"default {d.num_classes}, or the benchmark's setting")
     p.add_argument("--width-mult", type=positive_float, default=None, help=f"default {d.width_mult}, or the benchmark's setting")
     p.add_argument("--variant", default=None, help=f"{d.variant} (default) or cifar (stride-1 stem for 32x32 inputs)")
