@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from lut.measure import Backend, MeasureProtocol, Samples, block_job, machine_header, measure, network_job, summarize
+from lut.measure import BLOCK_PROTOCOL, Backend, MeasureProtocol, Samples, block_job, machine_header, measure, network_job, summarize
 from lut.table import HEADER_FIELDS, SCHEMA_VERSION, Entry, LatencyTable, space_blocks, space_header
 from supernet.arch import Arch
 from supernet.errors import UserError
@@ -57,7 +57,7 @@ def build_table(
     protocol, ...) starts afresh.
     """
     path = Path(path)
-    protocol = protocol or MeasureProtocol()
+    protocol = protocol or BLOCK_PROTOCOL
     header = make_header(space, backend.info(), device, batch, protocol=protocol.to_json())
     blocks = space_blocks(space)
 

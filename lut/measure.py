@@ -306,9 +306,9 @@ def cpu_model() -> str:
 # ----------------------------------------------------------------------------- protocol
 @dataclass(frozen=True)
 class MeasureProtocol:
-    warmup: int = 10
-    runs: int = 30
-    rounds: int = 3
+    warmup: int
+    runs: int
+    rounds: int
     tolerance: float = 0.10  # relative spread of per-round medians that triggers extra rounds
     extra_rounds: int = 3
     seed: int = 0  # each round visits the jobs in a fresh random order
@@ -321,6 +321,10 @@ class MeasureProtocol:
             "tolerance": self.tolerance,
             "extra_rounds": self.extra_rounds,
         }
+
+
+# block tables (``build_table``; ``lut.tables.<name>.warmup/runs/rounds`` default to it): blocks are short, so 30 runs
+BLOCK_PROTOCOL = MeasureProtocol(warmup=10, runs=30, rounds=3)
 
 
 def round_spread(rounds: list[list[float]]) -> float:

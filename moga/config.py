@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from lut.measure import BLOCK_PROTOCOL
 from supernet.config import DataConfig, RetrainConfig, Section, SpaceConfig, SupernetConfig
 from supernet.device import DEVICE_NAME
 from supernet.errors import UserError
@@ -32,9 +33,9 @@ class TableConfig(Section):
     device_name: str = "local-cpu"
     threads: int = Field(default=1, ge=1)
     batch: int = Field(default=1, ge=1)
-    warmup: int = Field(default=10, ge=0)
-    runs: int = Field(default=30, ge=1)
-    rounds: int = Field(default=3, ge=1)
+    warmup: int = Field(default=BLOCK_PROTOCOL.warmup, ge=0)  # the block-table protocol (lut.measure.BLOCK_PROTOCOL)
+    runs: int = Field(default=BLOCK_PROTOCOL.runs, ge=1)
+    rounds: int = Field(default=BLOCK_PROTOCOL.rounds, ge=1)
     clock: Literal["wall", "cpu"] = "wall"  # cpu: thread CPU time (1-thread CPU only), robust on a shared machine
 
     @model_validator(mode="after")
@@ -155,10 +156,21 @@ def _validator_tag(part: str) -> bool:
     return part in _TYPE_TAGS or part.startswith(_TAG_PREFIXES)
 
 
+# keys of earlier versions: an old config is told the new name instead of "unknown key"
+RENAMED = {
+    "supernet.bn_calib_images": "supernet.eval.calib_images",
+    "supernet.bn_calib_batch_size": "supernet.eval.calib_batch_size",
+    "supernet.eval_images": "supernet.eval.images",
+    "supernet.eval_batch_size": "supernet.eval.batch_size",
+}
+
+
 def _explain(exc: ValidationError, source: str) -> UserError:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"] if not _validator_tag(str(p)))
     if err["type"] == "extra_forbidden":
+        if key in RENAMED:
+            return UserError(f"{source}: config key {key!r} was renamed: use {RENAMED[key]}")
         close = difflib.get_close_matches(key, _known_keys(ExperimentConfig), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return UserError(f"{source}: unknown config key {key!r}{hint}")

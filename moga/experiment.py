@@ -22,7 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from moga.config import ExperimentConfig, dump_config, load_config
+from moga.config import RENAMED, ExperimentConfig, dump_config, load_config
 from moga.objectives import constraint_metric
 from moga.runio import config_hash
 from supernet.errors import UserError
@@ -47,10 +47,35 @@ IDENTITY_SECTIONS: dict[str, tuple[str, ...]] = {
     "rankcorr": ("seed", "space", "data", "supernet", "retrain", "lut"),
     "rankcorr-benchmark": ("seed", "space", "data", "supernet"),
 }
-# search keys whose default is left out of the hashes (they were added later: earlier runs keep their hashes)
-_HASH_DEFAULTS = {"accuracy": "supernet", "dir": "search"}
+# keys added later, left out of the hashes at their defaults (earlier runs keep their hashes)
+_HASH_DEFAULTS = {("search", "accuracy"): "supernet", ("search", "dir"): "search", ("retrain", "nesterov"): True}
 # the settings that make the timed network another than the trained one, and the config keys that declare them
 DECLARED = {"resolution": "lut.resolution", "num_classes": "lut.num_classes", "width_mult": "lut.width_mult"}
+
+
+def _as_recorded(dump: dict[str, Any]) -> dict[str, Any]:
+    """A config dump as the hashes of earlier runs saw it: renamed keys (``RENAMED``) under their old names,
+    ``supernet.eval.channels_last`` only where it differs from ``supernet.channels_last`` (before, it was that),
+    and the keys of ``_HASH_DEFAULTS`` only where they differ from their defaults."""
+    for old, new in RENAMED.items():
+        *old_parents, old_key = old.split(".")
+        *new_parents, new_key = new.split(".")
+        source = dump
+        for part in new_parents:
+            source = source[part]
+        target = dump
+        for part in old_parents:
+            target = target[part]
+        target[old_key] = source.pop(new_key)
+    supernet = dump["supernet"]
+    if supernet["eval"].get("channels_last") == supernet["channels_last"]:
+        del supernet["eval"]["channels_last"]
+    if not supernet["eval"]:
+        del supernet["eval"]
+    for (section, key), default in _HASH_DEFAULTS.items():
+        if dump[section][key] == default:
+            del dump[section][key]
+    return dump
 
 
 class Experiment:
@@ -129,10 +154,7 @@ class Experiment:
 
     def identity(self, output: str) -> str:
         """Short hash of the config sections ``output`` depends on: equal hashes, same config for that output."""
-        dump = self.cfg.model_dump(mode="json")
-        for key, default in _HASH_DEFAULTS.items():
-            if dump["search"][key] == default:
-                del dump["search"][key]
+        dump = _as_recorded(self.cfg.model_dump(mode="json"))
         return config_hash({k: dump[k] for k in self.identity_sections(output)})
 
     # ------------------------------------------------------------------ objectives
@@ -240,4 +262,4 @@ class Experiment:
         """BN-recalibrated accuracy estimates of ``net``'s paths on the experiment's ``search_val`` split."""
         from supernet.evaluate import SubnetEvaluator
 
-        return SubnetEvaluator.from_config(net, self.dataset, self.cfg.supernet, seed=self.cfg.seed, **settings)
+        return SubnetEvaluator.from_config(net, self.dataset, self.cfg.supernet.eval, seed=self.cfg.seed, **settings)

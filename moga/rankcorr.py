@@ -360,7 +360,7 @@ def rank_correlation(
             "models": models,
             "seeds": seeds,
             "ordered_by": measure_name,
-            "supernet_acc": f"SubnetEvaluator on search_val ({len(dataset.search_val)} images), BN recalibrated on {cfg.supernet.bn_calib_images} train images",
+            "supernet_acc": f"SubnetEvaluator on search_val ({len(dataset.search_val)} images), BN recalibrated on {cfg.supernet.eval.calib_images} train images",
             "standalone_acc": f"trained from scratch with the retrain recipe, top-1 on test ({len(dataset.test)} images)"
             + (f", mean of {seeds} seeds" if seeds > 1 else ""),
             "recipe": recipe.model_dump(mode="json"),
@@ -538,7 +538,7 @@ def rank_correlation_benchmark(
             "equivalents": equivalents,
             "paths_scored": sum(paths),
             "supernet_acc": f"SubnetEvaluator on search_val ({evaluator.settings()['val_images']} images), BN recalibrated on "
-            f"{cfg.supernet.bn_calib_images} train images, "
+            f"{cfg.supernet.eval.calib_images} train images, "
             + ("the canonical path of each network" if equivalents == "canonical" else "mean over every equivalent code's path"),
             "true_acc": f"{bench.info.dataset}: mean of the {bench.seeds} seeds",
             "seed_to_seed_tau_note": "mean pairwise Kendall τ between the table's seeds on these networks: the ceiling",

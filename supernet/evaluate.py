@@ -62,7 +62,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from supernet.arch import Arch
-from supernet.config import SupernetConfig
+from supernet.config import EvalConfig
 from supernet.data import Dataset, TensorLoader
 from supernet.errors import UserError
 from supernet.io import read_json, write_json
@@ -234,10 +234,10 @@ class SubnetEvaluator:
         self._labels: Tensor | None = None
 
     @classmethod
-    def from_config(cls, net: Supernet, dataset: Dataset, cfg: SupernetConfig, seed: int = 0, **kwargs: Any) -> SubnetEvaluator:
-        """From a ``SupernetConfig`` (``bn_calib_images``, ``bn_calib_batch_size``, ``eval_images``, ``eval_batch_size``)."""
-        settings = {"channels_last": cfg.channels_last, "calib_batch_size": cfg.bn_calib_batch_size, **kwargs}
-        return cls(net, dataset, cfg.bn_calib_images, cfg.eval_images, cfg.eval_batch_size, seed, **settings)
+    def from_config(cls, net: Supernet, dataset: Dataset, cfg: EvalConfig, seed: int = 0, **kwargs: Any) -> SubnetEvaluator:
+        """From the config's evaluation section (``supernet.eval``); ``kwargs``: ``device``, ``use_trie``, ``progress``, ..."""
+        sizes = {"calib_images": cfg.calib_images, "eval_images": cfg.images, "batch_size": cfg.batch_size}
+        return cls(net, dataset, **sizes, seed=seed, channels_last=cfg.channels_last, calib_batch_size=cfg.calib_batch_size, **kwargs)
 
     # ------------------------------------------------------------------ public API
     def evaluate(self, archs: Sequence[Arch]) -> list[float]:
@@ -358,7 +358,7 @@ class SubnetEvaluator:
             raise UserError(
                 f"subnet evaluation: {calib} calibration images and one chunk of {self.batch_size} need "
                 f"{(ws.walk_per_image * calib + per_chunk) / 2**30:.1f} GiB of activations, more than the "
-                f"{self.max_working_bytes / 2**30:.1f} GiB allowed; lower bn_calib_images or eval_batch_size"
+                f"{self.max_working_bytes / 2**30:.1f} GiB allowed; lower supernet.eval.calib_images or supernet.eval.batch_size"
             )
         step = max(1, min(n_chunks, room // per_chunk))
         return [slice(i, i + step) for i in range(0, n_chunks, step)]

@@ -11,7 +11,7 @@ from torch import nn
 from supernet.arch import Arch
 from supernet.blocks import build_block, build_layer, init_weights
 from supernet.errors import UserError
-from supernet.space import BlockShape, SearchSpace, get_space
+from supernet.space import IMAGENET, BlockShape, SearchSpace, get_space
 from supernet.zoo import ZOO, zoo_entry, zoo_name
 
 
@@ -62,10 +62,10 @@ def resolve_arch(arch: str | Arch, space: str | SearchSpace = "moga", **space_kw
 def build_model(
     arch: str | Arch,
     space: str = "moga",
-    num_classes: int = 1000,
-    resolution: int = 224,
-    width_mult: float = 1.0,
-    variant: str = "imagenet",
+    num_classes: int = IMAGENET.num_classes,
+    resolution: int = IMAGENET.resolution,
+    width_mult: float = IMAGENET.width_mult,
+    variant: str = IMAGENET.variant,
 ) -> MobileNet:
     """A freshly initialised standalone network. ``arch`` is a string, a zoo name or an ``Arch``."""
     return MobileNet(resolve_arch(arch, space, num_classes=num_classes, resolution=resolution, width_mult=width_mult, variant=variant))

@@ -1,4 +1,4 @@
-"""Optimisation, shared by supernet training and retraining: optimizer, LR schedule, mixed precision, and
+"""Optimisation, shared by supernet training and retraining (``OptimConfig``): optimizer, LR schedule, mixed precision, and
 ``Update`` - the one optimizer update that follows a step's gradients (clip, AMP unscale, step, schedule)."""
 
 from __future__ import annotations
@@ -7,22 +7,13 @@ import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from supernet.config import OptimConfig
 from supernet.errors import UserError
-
-
-class OptimSettings(Protocol):
-    """What the helpers read from a config section (``SupernetConfig`` and ``RetrainConfig`` both fit)."""
-
-    optimizer: str
-    lr: float
-    momentum: float
-    weight_decay: float
-    warmup_steps: int
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -35,10 +26,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimSettings) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay)
     if cfg.optimizer == "sgd":
-        nesterov = getattr(cfg, "nesterov", True) and cfg.momentum > 0
+        nesterov = cfg.nesterov and cfg.momentum > 0
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))

@@ -32,6 +32,27 @@ ACTIVATIONS = ("relu", "relu6", "hswish", "swish", "identity")
 VARIANTS = ("imagenet", "cifar")
 
 
+@dataclass(frozen=True)
+class SpaceSettings:
+    """What ``get_space`` resolves a space for: input resolution, classes, width multiplier, stride variant."""
+
+    resolution: int
+    num_classes: int
+    width_mult: float
+    variant: str
+
+    def kwargs(self) -> dict[str, Any]:
+        """As ``get_space`` keyword arguments."""
+        return asdict(self)
+
+
+# The two default tasks, defined only here. The library's (``get_space``, ``build_model``, ``moga arch`` /
+# ``moga export`` / ``moga lut import``) is ImageNet, the setting the published networks were designed for; an
+# experiment config's (``SpaceConfig``) is the embedded CIFAR-10 subset that ``data.kind``'s default loads.
+IMAGENET = SpaceSettings(resolution=224, num_classes=1000, width_mult=1.0, variant="imagenet")
+EMBEDDED_CIFAR10 = SpaceSettings(resolution=32, num_classes=10, width_mult=1.0, variant="cifar")
+
+
 def make_divisible(value: float, divisor: int = 8) -> int:
     """Round channels to a multiple of ``divisor``, never dropping more than 10% (MobileNet rule)."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
@@ -322,10 +343,10 @@ def registered_spaces() -> list[str]:
 def get_space(
     name: str = "moga",
     *,
-    num_classes: int = 1000,
-    resolution: int = 224,
-    width_mult: float = 1.0,
-    variant: str = "imagenet",
+    num_classes: int = IMAGENET.num_classes,
+    resolution: int = IMAGENET.resolution,
+    width_mult: float = IMAGENET.width_mult,
+    variant: str = IMAGENET.variant,
 ) -> SearchSpace:
     """Resolve a registered space (or a space YAML path) for a task.
 

@@ -51,6 +51,9 @@ from supernet.train import StepFn, StepStats, TrainingSetup, derive_seed, fit, t
 STANDALONE_FORMAT = "moga-standalone-v1"
 # Retraining settings that do not change the trained weights: a run may be resumed with other values.
 NON_WEIGHT_FIELDS = ("checkpoint_every",)
+# settings added later, left out of the fingerprint at their defaults (the fixed behaviour before): a model trained
+# before one was added is still recognised as the same run
+LATER_DEFAULTS = {"nesterov": True}
 
 
 # ----------------------------------------------------------------------------- weight EMA
@@ -103,6 +106,10 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
+def _later_default(key: str, value: Any) -> bool:
+    return key in LATER_DEFAULTS and LATER_DEFAULTS[key] == value
+
+
 def standalone_fingerprint(arch: Arch, dataset: Dataset, cfg: RetrainConfig, seed: int, init: str) -> dict[str, Any]:
     """Everything the trained weights depend on: a finished run with the same one is not redone."""
     space = arch.space
@@ -111,7 +118,7 @@ def standalone_fingerprint(arch: Arch, dataset: Dataset, cfg: RetrainConfig, see
         "space": {"name": space.name, "digest": space_digest(space)},
         "data": data_fingerprint(dataset),
         "seed": seed,
-        "retrain": {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NON_WEIGHT_FIELDS},
+        "retrain": {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NON_WEIGHT_FIELDS and not _later_default(k, v)},
         "init": init,
     }
 

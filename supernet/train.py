@@ -51,7 +51,7 @@ from supernet.checkpoint import (
     save_checkpoint,
     space_digest,
 )
-from supernet.config import SupernetConfig
+from supernet.config import EvalConfig, OptimConfig, SupernetConfig
 from supernet.data import Dataset, TensorLoader
 from supernet.distributed import DistContext, allreduce_gradients, broadcast_state, gather_rng_states, prepare_device
 from supernet.errors import UserError
@@ -62,9 +62,9 @@ from supernet.space import SearchSpace, space_from_spec, space_spec
 from supernet.supernet import Supernet, align_choices
 
 SUPERNET_FORMAT = "moga-supernet-v1"
-# Supernet settings that do not change the trained weights (validation, checkpoint frequency): a run may
-# be resumed, or a finished run reused, with other values.
-NON_WEIGHT_PREFIXES = ("eval_", "bn_calib_", "checkpoint_")
+# Supernet settings that do not change the trained weights (validation, its evaluation section, checkpoint
+# frequency): a run may be resumed, or a finished run reused, with other values.
+NON_WEIGHT_KEYS = ("eval", "eval_every", "eval_paths", "checkpoint_every")
 
 
 def derive_seed(seed: int, *key: object) -> int:
@@ -171,7 +171,7 @@ def train_supernet(
         seed=seed,
         checkpoint_every=cfg.checkpoint_every,
         eval_every=cfg.eval_every,
-        evaluate=(lambda: validate_paths(net, dataset, val_archs, cfg, seed)) if val_archs else None,
+        evaluate=(lambda: validate_paths(net, dataset, val_archs, cfg.eval, seed)) if val_archs else None,
         stateful={"sampler": sampler, "audit": audit},
         on_save=write_fairness,
         meta={"space": space_spec(space), "fingerprint": fingerprint, "config": config_text or ""},
@@ -310,23 +310,15 @@ def fair_step(
 # ============================================================================ 4. below the trainer: inputs, fingerprint, start, validation
 def _check_inputs(space: SearchSpace, dataset: Dataset, cfg: SupernetConfig, ctx: DistContext) -> None:
     check_classes(dataset, space)
-    if cfg.eval_paths and cfg.bn_calib_images > len(dataset.train):
-        raise UserError(f"supernet.bn_calib_images={cfg.bn_calib_images} exceeds the {len(dataset.train)} training images")
+    if cfg.eval_paths and cfg.eval.calib_images > len(dataset.train):
+        raise UserError(f"supernet.eval.calib_images={cfg.eval.calib_images} exceeds the {len(dataset.train)} training images")
     if cfg.batch_size % (ctx.world_size * cfg.micro_batches):
         raise UserError(
             f"supernet.batch_size={cfg.batch_size} must be divisible by ranks x micro_batches = {ctx.world_size * cfg.micro_batches}"
         )
 
 
-class LoaderSettings(Protocol):
-    """What ``train_loader`` reads from a config section (``SupernetConfig`` and ``RetrainConfig`` both fit)."""
-
-    batch_size: int
-    channels_last: bool
-    augment: str
-
-
-def train_loader(dataset: Dataset, cfg: LoaderSettings, seed: int, ctx: DistContext, device: torch.device) -> TensorLoader:
+def train_loader(dataset: Dataset, cfg: OptimConfig, seed: int, ctx: DistContext, device: torch.device) -> TensorLoader:
     """This rank's shard of each global training batch; on CUDA the cached images move to the GPU once and
     are augmented there."""
     return dataset.loader(
@@ -355,7 +347,7 @@ def training_fingerprint(space: SearchSpace, dataset: Dataset, cfg: SupernetConf
         },
         "data": data_fingerprint(dataset),
         "seed": seed,
-        "supernet": {k: v for k, v in cfg.model_dump(mode="json").items() if not k.startswith(NON_WEIGHT_PREFIXES)},
+        "supernet": {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NON_WEIGHT_KEYS},
     }
 
 
@@ -386,7 +378,7 @@ def validation_archs(space: SearchSpace, n: int, seed: int) -> list[Arch]:
     return [Arch.random(space, rng) for _ in range(n)]
 
 
-def validate_paths(net: Supernet, dataset: Dataset, archs: Sequence[Arch], cfg: SupernetConfig, seed: int) -> dict[str, float]:
+def validate_paths(net: Supernet, dataset: Dataset, archs: Sequence[Arch], cfg: EvalConfig, seed: int) -> dict[str, float]:
     """Accuracy (%) of ``archs`` with BN recalibrated per path (``SubnetEvaluator``); mean and best."""
     from supernet.evaluate import SubnetEvaluator
 

@@ -225,9 +225,9 @@ def test_rejects_architectures_of_another_space(net, data):
 
 
 def test_from_config_and_progress_bar(net, data):
-    from supernet.config import SupernetConfig
+    from supernet.config import EvalConfig
 
-    cfg = SupernetConfig(bn_calib_images=CALIB, bn_calib_batch_size=CALIB_BATCH, eval_images=40, eval_batch_size=BATCH, channels_last=False)
+    cfg = EvalConfig(calib_images=CALIB, calib_batch_size=CALIB_BATCH, images=40, batch_size=BATCH, channels_last=False)
     ev = SubnetEvaluator.from_config(net, data, cfg, progress=True)
     assert (ev.calib_images, ev.calib_batch_size, ev.batch_size, ev.channels_last) == (CALIB, CALIB_BATCH, BATCH, False)
     assert ev.settings()["val_images"] == 40

@@ -11,7 +11,6 @@ import pytest
 
 from moga.config import load_config
 from moga.experiment import IDENTITY_SECTIONS, Experiment
-from moga.runio import config_hash
 from supernet import Arch
 from supernet.errors import UserError
 
@@ -48,19 +47,27 @@ def test_paths_and_the_config_it_writes(finished_tiny, tmp_path):
     assert Experiment.load(tmp_path / "config.yaml").cfg == exp.cfg  # what it writes loads back as the same experiment
 
 
-def test_identities_are_the_hashes_of_the_sections_each_output_depends_on(finished_tiny):
-    root, _ = finished_tiny
-    exp = Experiment.load(root / "finished.yaml")
-    dump = exp.cfg.model_dump(mode="json")
-    assert exp.identity("supernet") == config_hash({k: dump[k] for k in ("seed", "space", "data", "supernet")})
-    del dump["search"]["accuracy"], dump["search"]["dir"]  # defaults added later: earlier runs keep their hashes
-    assert exp.identity("search") == config_hash({k: dump[k] for k in IDENTITY_SECTIONS["search"]})
-    assert exp.identity("search") != Experiment.load(root / "finished.yaml", ["search.population=6"]).identity("search")
-    assert exp.identity("supernet") == Experiment.load(root / "finished.yaml", ["search.population=6"]).identity("supernet")
+def test_identities_change_with_exactly_the_sections_each_output_depends_on(finished_tiny):
+    yaml = finished_tiny[0] / "finished.yaml"
+    exp = Experiment.load(yaml)
+    edits = {
+        "seed": "seed=1",
+        "space": "space.width_mult=0.5",
+        "data": "data.search_val_per_class=3",
+        "supernet": "supernet.steps=3",
+        "lut": "lut.validate_nets=2",
+        "search": "search.population=6",
+        "retrain": "retrain.epochs=2",
+    }
+    for output, sections in IDENTITY_SECTIONS.items():
+        for section, edit in edits.items():
+            changed = Experiment.load(yaml, [edit]).identity(output) != exp.identity(output)
+            assert changed == (section in sections), (output, edit)
+    assert Experiment.load(yaml, ["supernet.eval.calib_images=7"]).identity("supernet") != exp.identity("supernet")
     # a search that reads no supernet accuracy does not depend on the supernet or the data
-    no_accuracy = Experiment.load(root / "finished.yaml", ["search.objectives=[{name: latency}, {name: params}]"])
+    no_accuracy = Experiment.load(yaml, ["search.objectives=[{name: latency}, {name: params}]"])
     assert not no_accuracy.needs_supernet and "supernet" not in no_accuracy.identity_sections("search")
-    other = Experiment.load(root / "finished.yaml", ["search.objectives=[{name: latency}, {name: params}]", "supernet.steps=3"])
+    other = Experiment.load(yaml, ["search.objectives=[{name: latency}, {name: params}]", "supernet.steps=3"])
     assert other.identity("search") == no_accuracy.identity("search")
 
 
@@ -110,3 +117,16 @@ def test_one_supernet_loader_with_one_set_of_checks(finished_tiny, tmp_path):
     shutil.copytree(run / "supernet", copy / "supernet")
     with pytest.raises(UserError, match="trained with seed 0"):
         Experiment.load(root / "finished.yaml", [f"run_dir={copy}", "seed=1"]).supernet("retrain.init_from_supernet")
+
+
+def test_runs_made_before_the_config_was_regrouped_keep_their_identities():
+    """The hashes ``moga`` 0b069a1 recorded for the quickstart (before ``supernet.eval`` and ``retrain.nesterov``):
+    a finished run of that version is still recognised, not refused as another config's."""
+    exp = Experiment.load(ROOT / "experiments" / "quickstart.yaml")
+    recorded = {"lut": "dd6f90a38412", "supernet": "a095dd7a840d", "search": "f37effc21dc9", "retrain": "9956671ae615"}
+    assert {k: exp.identity(k) for k in recorded} == recorded
+    assert exp.identity("rankcorr") == "7e79734b1bf5" and exp.identity("rankcorr-benchmark") == recorded["supernet"]
+    # a setting those runs could not have had changes the identity
+    assert Experiment.load(ROOT / "experiments" / "quickstart.yaml", ["retrain.nesterov=false"]).identity("retrain") != recorded["retrain"]
+    layout = Experiment.load(ROOT / "experiments" / "quickstart.yaml", ["supernet.eval.channels_last=false"])
+    assert layout.identity("supernet") != recorded["supernet"]

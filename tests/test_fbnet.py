@@ -114,7 +114,7 @@ def test_group_tokens_parse_and_bad_groups_are_refused(tmp_path) -> None:
 def test_supernet_and_standalone_train_on_the_fbnet_space(tmp_path) -> None:
     space = fbnet("fbnet_cifar", num_classes=10, resolution=16, width_mult=0.25)
     data = load_dataset("embedded", resolution=16, seed=0)
-    cfg = SupernetConfig(steps=2, batch_size=8, warmup_steps=0, eval_images=20, bn_calib_images=16, eval_paths=1, checkpoint_every=1)
+    cfg = SupernetConfig(steps=2, batch_size=8, warmup_steps=0, eval={"images": 20, "calib_images": 16}, eval_paths=1, checkpoint_every=1)
     net = train_supernet(space, data, cfg, tmp_path / "sn", seed=0, resume=False, progress=False)
     assert isinstance(net, Supernet)
     model = net.extract(Arch.parse(space, "1" * 22))

@@ -199,7 +199,7 @@ def test_bounded_evaluation_walks_groups_with_identical_logits(tiny):
     for a, b in zip(free.logits(pop), bounded.logits(pop), strict=True):
         assert torch.equal(a, b)
     assert bounded.peak_activation_bytes <= budget < free.peak_activation_bytes
-    with pytest.raises(UserError, match="lower bn_calib_images"):
+    with pytest.raises(UserError, match=r"lower supernet\.eval\.calib_images"):
         SubnetEvaluator(net, data, max_working_bytes=ws.walk_per_image * 32, **settings).evaluate(pop[:1])
 
 

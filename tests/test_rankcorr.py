@@ -131,7 +131,7 @@ def tiny_run(tmp_path_factory):
                 "run_dir": str(root / "run"),
                 "space": {"name": str(root / "tiny.yaml"), "resolution": 16},
                 "data": {"search_val_per_class": 10},
-                "supernet": {"steps": 2, "batch_size": 16, "warmup_steps": 1, "eval_paths": 0, "bn_calib_images": 32, "eval_images": 64},
+                "supernet": {"steps": 2, "batch_size": 16, "warmup_steps": 1, "eval_paths": 0, "eval": {"calib_images": 32, "images": 64}},
                 "lut": {"tables": {}},  # no latency table: the sample is spread over multiply-adds
                 "retrain": {"epochs": 1, "max_steps": 2, "batch_size": 16, "warmup_steps": 1},
             }

@@ -54,7 +54,7 @@ def nb_run(tmp_path_factory):
     make_image_folder(root / "data", classes=tuple(f"c{i}" for i in range(10)), train=4, val=1)
     exp = write_experiment(
         root, root / "run", space=NASBENCH, data={"search_val_per_class": 2}, lut={"tables": {}},
-        supernet={"bn_calib_images": 8, "bn_calib_batch_size": 8, "eval_images": 0, "eval_batch_size": 20},
+        supernet={"eval": {"calib_images": 8, "calib_batch_size": 8, "images": 0, "batch_size": 20}},
     )  # fmt: skip
     xp = Experiment.load(exp)
     torch.manual_seed(0)

@@ -28,7 +28,7 @@ from supernet.supernet import Supernet
 from supernet.train import load_supernet, supernet_step, train_supernet
 from tests.tiny_experiment import TINY_SPACE
 
-FAST = {"batch_size": 16, "warmup_steps": 2, "eval_images": 100, "bn_calib_images": 50, "eval_paths": 2, "lr": 0.2}
+FAST = {"batch_size": 16, "warmup_steps": 2, "eval": {"images": 100, "calib_images": 50}, "eval_paths": 2, "lr": 0.2}
 
 
 @pytest.fixture(scope="module")

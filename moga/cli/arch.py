@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from moga.cli.argtypes import add_actions, at_least, positive_float
+from supernet.space import IMAGENET
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,15 +29,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def space_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", default=None, help="search space name or YAML path (default: the zoo model's, else moga)")
-    p.add_argument("--resolution", type=at_least(8), default=None, help="default 224, or the benchmark's setting for a benchmarked space")
-    p.add_argument("--num-classes", type=at_least(1), default=None, help="default 1000, or the benchmark's setting")
-    p.add_argument("--width-mult", type=positive_float, default=None, help="default 1.0, or the benchmark's setting")
-    p.add_argument("--variant", default=None, help="imagenet (default) or cifar (stride-1 stem for 32x32 inputs)")
+    d = IMAGENET
+    p.add_argument(
+        "--resolution", type=at_least(8), default=None, help=f"default {d.resolution}, or the benchmark's setting for a benchmarked space"
+    )
+    p.add_argument("--num-classes", type=at_least(1), default=None, help=f"default {d.num_classes}, or the benchmark's setting")
+    p.add_argument("--width-mult", type=positive_float, default=None, help=f"default {d.width_mult}, or the benchmark's setting")
+    p.add_argument("--variant", default=None, help=f"{d.variant} (default) or cifar (stride-1 stem for 32x32 inputs)")
 
 
 def space(args: argparse.Namespace, name: str) -> Any:
     """The space ``name`` resolved with the given settings; unset ones default to the space's benchmark setting
-    (NAS-Bench-Macro: 32², 10 classes) if it has one, else to ImageNet (224², 1000 classes)."""
+    (NAS-Bench-Macro: 32², 10 classes) if it has one, else to ImageNet (``supernet.space.IMAGENET``)."""
     from supernet import get_space
     from supernet.benchmark import BENCHMARKS
 
@@ -49,7 +53,7 @@ def space(args: argparse.Namespace, name: str) -> Any:
             "variant": benchmark.variant,
         }
         if benchmark
-        else {"resolution": 224, "num_classes": 1000, "width_mult": 1.0, "variant": "imagenet"}
+        else IMAGENET.kwargs()
     )
     given = {k: getattr(args, k) for k in defaults if getattr(args, k) is not None}
     return get_space(name, **(defaults | given))

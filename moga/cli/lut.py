@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from lut.validate import VALIDATE_PROTOCOL
 from moga.cli.argtypes import add_actions, add_overrides, at_least, positive_float
 from supernet.errors import UserError
+from supernet.space import IMAGENET
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,9 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", type=at_least(1), default=None, help="networks used to fit the calibration (default 20%%, at least 5)")
     p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--out", default=None, help="report directory (default: <table>_validation/ beside the table)")
-    p.add_argument("--warmup", type=at_least(0), default=10)
-    p.add_argument("--runs", type=at_least(1), default=10, help="timed runs per network and round")
-    p.add_argument("--rounds", type=at_least(1), default=3, help="rounds per measurement pass (two passes, interleaved)")
+    vp = VALIDATE_PROTOCOL
+    p.add_argument("--warmup", type=at_least(0), default=vp.warmup, help=f"untimed runs per network (default {vp.warmup})")
+    p.add_argument("--runs", type=at_least(1), default=vp.runs, help=f"timed runs per network and round (default {vp.runs})")
+    p.add_argument(
+        "--rounds", type=at_least(1), default=vp.rounds, help=f"rounds per measurement pass, two passes interleaved (default {vp.rounds})"
+    )
     p.add_argument("--measured", default=None, help="CSV arch,measured_ms[,measured2_ms] timed on the table's device instead")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_validate)
@@ -70,8 +75,8 @@ def _register_export_and_import(act: argparse._SubParsersAction) -> None:
     p.add_argument("--space", required=True, help="search space name or YAML path")
     p.add_argument("--resolution", type=at_least(8), required=True)
     p.add_argument("--num-classes", type=at_least(1), required=True)
-    p.add_argument("--width-mult", type=positive_float, default=1.0)
-    p.add_argument("--variant", default="imagenet")
+    p.add_argument("--width-mult", type=positive_float, default=IMAGENET.width_mult, help=f"default {IMAGENET.width_mult}")
+    p.add_argument("--variant", default=IMAGENET.variant, help=f"default {IMAGENET.variant}")
     p.set_defaults(func=cmd_import)
 
 

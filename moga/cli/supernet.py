@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = act.add_parser("eval", help="validation accuracy of architectures with the trained supernet's weights, BN recalibrated")
     p.add_argument("experiment", help="experiment YAML (its run_dir holds the supernet)")
-    add_overrides(p, "section.key=value overrides, e.g. supernet.bn_calib_images=0")
+    add_overrides(p, "section.key=value overrides, e.g. supernet.eval.calib_images=0")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--arch", action="append", help="architecture string (repeatable)")
     which.add_argument("--zoo", action="append", help="zoo model name, e.g. moga_a (repeatable)")
@@ -52,9 +52,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     net = exp.supernet("moga supernet eval", checkpoint=Path(args.checkpoint) if args.checkpoint else None)
     archs = [resolve_arch(a, net.space) for a in (args.arch or args.zoo)]
     evaluator = exp.evaluator(net)
-    s = exp.cfg.supernet
-    bn = f"BN recalibrated on {s.bn_calib_images} training images" if s.bn_calib_images else "BN running statistics (no recalibration)"
-    n_val = s.eval_images or len(evaluator.dataset.search_val)
+    s = exp.cfg.supernet.eval
+    bn = f"BN recalibrated on {s.calib_images} training images" if s.calib_images else "BN running statistics (no recalibration)"
+    n_val = s.images or len(evaluator.dataset.search_val)
     for name, arch, acc in zip(args.arch or args.zoo, archs, evaluator.evaluate(archs), strict=True):
         label = name if name == str(arch) else f"{name} ({arch})"
         print(f"{acc:.2f}%  {label}  [validation: {n_val} search_val images, {bn}]")
