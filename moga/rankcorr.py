@@ -455,6 +455,49 @@ def benchmark_dir(exp: Experiment, name: str) -> Path:
     return exp.rankcorr_dir / f"benchmark_{name}"
 
 
+def benchmark_table(
+    bench: Benchmark,
+    archs: Sequence[Arch],
+    scores: np.ndarray,
+    paths: list[int],
+    latency: tuple[str, Callable[[np.ndarray], np.ndarray]] | None,
+) -> pd.DataFrame:
+    """One row per network: the supernet's scores, the table's accuracies (mean and per seed), the zero-cost
+    proxies (FLOPs, params, and the predicted latency when the run has a table) and the paths scored."""
+    records = [bench.lookup(a) for a in archs]
+    table = pd.DataFrame(
+        {
+            "arch": [str(a) for a in archs],
+            "code": [a.code for a in archs],
+            "supernet_acc": scores[:, 0],
+            "supernet_neg_loss": scores[:, 1],
+            "true_acc": [r.mean_acc for r in records],
+            **{f"acc_seed{j}": [r.test_acc[j] for r in records] for j in range(bench.seeds)},
+            "flops": [r.flops for r in records],
+            "params": [r.params for r in records],
+            "paths": paths,
+        }
+    )
+    if latency is not None:
+        table["latency_ms"] = latency[1](np.stack([a.genome for a in archs]))
+    return table
+
+
+def benchmark_statistics(table: pd.DataFrame, seeds: int, k: int, resamples: int, seed: int) -> dict[str, Any]:
+    """The supernet's rank statistics against the table's mean accuracy, beside those of the proxies and of the
+    supernet's negated loss (τ and ρ only), and the table's own seed-to-seed τ (the ceiling)."""
+    stats = rank_statistics(table["supernet_acc"], table["true_acc"], k, resamples, seed=seed)
+    proxies = {"flops": "flops", "params": "params", **({"latency": "latency_ms"} if "latency_ms" in table else {})}
+    stats["proxies"] = {
+        name: rank_statistics(table[column], table["true_acc"], k, resamples, seed=seed) for name, column in proxies.items()
+    }
+    stats["supernet_neg_loss"] = rank_statistics(table["supernet_neg_loss"], table["true_acc"], k, resamples, seed=seed)
+    for proxy in [*stats["proxies"].values(), stats["supernet_neg_loss"]]:
+        del proxy["top_k"], proxy["bootstrap"]
+    stats["seed_to_seed_tau"] = seed_repeatability([table[f"acc_seed{j}"] for j in range(seeds)], resamples, seed=seed)
+    return stats
+
+
 def rank_correlation_benchmark(
     exp: Experiment,
     benchmark: str,
@@ -498,34 +541,9 @@ def rank_correlation_benchmark(
         start = time.perf_counter()
         scores, paths = score_networks(archs, path_scores(evaluator), equivalents)
         wall = time.perf_counter() - start
-        records = [bench.lookup(a) for a in archs]
-        table = pd.DataFrame(
-            {
-                "arch": [str(a) for a in archs],
-                "code": [a.code for a in archs],
-                "supernet_acc": scores[:, 0],
-                "supernet_neg_loss": scores[:, 1],
-                "true_acc": [r.mean_acc for r in records],
-                **{f"acc_seed{j}": [r.test_acc[j] for r in records] for j in range(bench.seeds)},
-                "flops": [r.flops for r in records],
-                "params": [r.params for r in records],
-                "paths": paths,
-            }
-        )
-        latency = _table_latency(exp)
-        if latency is not None:
-            table["latency_ms"] = latency[1](np.stack([a.genome for a in archs]))
+        table = benchmark_table(bench, archs, scores, paths, _table_latency(exp))
         start_stats = time.perf_counter()
-        stats = rank_statistics(table["supernet_acc"], table["true_acc"], k, resamples, seed=cfg.seed)
-        proxies = {"flops": "flops", "params": "params", **({"latency": "latency_ms"} if latency is not None else {})}
-        stats["proxies"] = {
-            name: rank_statistics(table[column], table["true_acc"], k, resamples, seed=cfg.seed) for name, column in proxies.items()
-        }
-        stats["supernet_neg_loss"] = rank_statistics(table["supernet_neg_loss"], table["true_acc"], k, resamples, seed=cfg.seed)
-        for proxy in [*stats["proxies"].values(), stats["supernet_neg_loss"]]:
-            del proxy["top_k"], proxy["bootstrap"]
-        seeds = [f"acc_seed{j}" for j in range(bench.seeds)]
-        stats["seed_to_seed_tau"] = seed_repeatability([table[c] for c in seeds], resamples, seed=cfg.seed)
+        stats = benchmark_statistics(table, bench.seeds, k, resamples, cfg.seed)
         stats_wall = time.perf_counter() - start_stats
         one_by_one = sum(paths) * space.num_layers
         report = {
