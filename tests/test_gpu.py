@@ -253,6 +253,7 @@ def test_ddp_uses_nccl_between_gpus_one_process_each():
 
 
 # ----------------------------------------------------------------------------- bench/gpu_check.py
+@pytest.mark.slow
 def test_gpu_check_without_cuda_skips_every_item_and_exits_0():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py")], capture_output=True, text=True, env=env, timeout=120)
@@ -263,6 +264,7 @@ def test_gpu_check_without_cuda_skips_every_item_and_exits_0():
     assert lines[-1] == f"gpu_check: 0 passed, 0 failed, {len(gpu_check.ITEMS)} skipped"
 
 
+@pytest.mark.slow
 def test_gpu_check_measurements_run_on_a_device_argument(tmp_path):
     """Every item's measurement function, on the CPU at tiny sizes (the GPU box runs them on CUDA)."""
     sizes, data = gpu_check.SIZES["tiny"], synthetic(n_train=32, n_val=24, res=32)

@@ -143,6 +143,7 @@ def tiny_run(tmp_path_factory):
     return exp, cfg
 
 
+@pytest.mark.slow
 def test_rank_corr_end_to_end_and_resumable(tiny_run, capsys):
     exp, cfg = tiny_run
     assert main(["rank-corr", str(exp), "--models", "3", "--resamples", "200", "--no-progress"]) == 0

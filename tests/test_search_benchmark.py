@@ -193,6 +193,7 @@ def test_spaces_without_a_benchmark_get_no_new_columns(tmp_path):
     assert not (tmp_path / "s" / "true_front.csv").exists()
 
 
+@pytest.mark.slow
 def test_resume_with_benchmark_accuracy_gives_the_same_search(bench, tmp_path):
     full = run_search(bench, tmp_path, "full", generations=5)[1]
     partial = run_search(bench, tmp_path, "part", generations=3)[0]

@@ -250,6 +250,7 @@ def test_cli_train_writes_run_files_and_eval_prints_accuracy(tmp_path, space_fil
     assert main(["supernet", "eval", str(exp), "--zoo", "moga_a"]) == 2  # another space's model
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_single_process_micro_batches(tmp_path, space_files, tiny, data):
     """2 gloo ranks, each on its half of every global batch, == 1 process with 2 micro-batches (the same
     per-shard BN statistics, gradients averaged). Dropout off: masks are per rank by design."""
