@@ -104,33 +104,17 @@ def test_spread_sample_spans_the_cost_range_deterministically(cifar_space):
 
 
 # ----------------------------------------------------------------------------- end to end
-TINY_SPACE = """
-name: tiny
-stem: {channels: 8, kernel: 3, stride: 1, act: relu}
-layers:
-  out_channels: [8, 16]
-  strides: [1, 2]
-  acts: relu
-choices:
-  kernels: [3, 5]
-  expansions: [2]
-  se: [false, true]
-head: {channels: 32, act: hswish, fc_channels: 0, dropout: 0.0}
-"""
-
-
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """An experiment on a 2-layer space (16 architectures) with a supernet trained for two steps."""
+def tiny_run(tmp_path_factory, tiny_space_file):
+    """An experiment on the shared tiny space (100 codes) with a supernet trained for two steps."""
     root = tmp_path_factory.mktemp("rankcorr")
-    (root / "tiny.yaml").write_text(TINY_SPACE)
     exp = root / "exp.yaml"
     exp.write_text(
         json.dumps(
             {
                 "name": "tiny",
                 "run_dir": str(root / "run"),
-                "space": {"name": str(root / "tiny.yaml"), "resolution": 16},
+                "space": {"name": str(tiny_space_file), "resolution": 16},
                 "data": {"search_val_per_class": 10},
                 "supernet": {"steps": 2, "batch_size": 16, "warmup_steps": 1, "eval_paths": 0, "bn_calib_images": 32, "eval_images": 64},
                 "lut": {"tables": {}},  # no latency table: the sample is spread over multiply-adds
@@ -198,7 +182,7 @@ def test_rank_corr_user_errors(tiny_run, capsys, tmp_path):
 def test_init_from_supernet_starts_from_the_extracted_weights(tiny_run, tmp_path):
     _, cfg = tiny_run
     net = load_supernet(cfg.run_path / "supernet" / "supernet.pt")
-    arch = Arch(experiment_space(cfg), (1, 2))
+    arch = Arch(experiment_space(cfg), (1, 2, 3))
     recipe = cfg.retrain.model_copy(update={"init_from_supernet": True, "max_steps": 1, "lr": 1e-12, "weight_decay": 0.0})
     result = train_standalone(arch, experiment_dataset(cfg), recipe, tmp_path, supernet=net, progress=False)
     assert result["init"] == "supernet"
@@ -224,6 +208,6 @@ def test_the_sample_is_ordered_by_the_first_table_when_it_exists(tiny_run, tmp_p
     assert latency_measure(cfg)[0] == "macs" and "no latency table" in capsys.readouterr().err
     table, _ = build_table(lut_space(cfg), FakeBackend(), table_path(cfg, "cpu"), device="fake", progress=False)
     name, cost = latency_measure(cfg)
-    archs = [Arch(experiment_space(cfg), (0, 1)), Arch(experiment_space(cfg), (3, 2))]
+    archs = [Arch(experiment_space(cfg), (0, 1, 0)), Arch(experiment_space(cfg), (3, 2, 4))]
     assert name == "latency_ms:cpu"
     assert list(cost(np.stack([a.genome for a in archs]))) == pytest.approx([table.predict(a) for a in archs])

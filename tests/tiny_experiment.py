@@ -2,7 +2,8 @@
 
 A 3-layer space (the stride-2 layer offers no ``skip``), 4 classes of 32x32 JPEGs in an ImageFolder tree
 (loading it costs milliseconds, unlike decoding the embedded CIFAR-10 subset), the fake latency backend,
-and a few optimizer steps. Shared by test_kill_resume, test_bad_input and test_repeat_run.
+and a few optimizer steps. Shared by test_kill_resume, test_bad_input and test_repeat_run; the space
+(``TINY_SPACE``) is the one every test on a tiny space uses.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-TINY_SPACE = """\
+TINY_HEAD = "{channels: 32, act: hswish, fc_channels: 0, dropout: 0.0}"
+TINY_SPACE = f"""\
 name: tiny
-stem: {channels: 8, kernel: 3, stride: 1, act: relu}
-separable: {channels: 8, kernel: 3, act: relu}
+stem: {{channels: 8, kernel: 3, stride: 1, act: relu}}
+separable: {{channels: 8, kernel: 3, act: relu}}
 layers:
   out_channels: [8, 16, 16]
   strides: [1, 2, 1]
@@ -28,8 +30,18 @@ choices:
   expansions: [2]
   se: [false, true]
   skip: true
-head: {channels: 32, act: hswish, fc_channels: 0, dropout: 0.0}
+head: {TINY_HEAD}
 """
+"""The one tiny space of the test suite (choices per layer (5, 4, 5): the stride-2 layer offers no ``skip``);
+``conftest.tiny_space_file`` is it on disk. Variants come from ``tiny_space_yaml``."""
+
+
+def tiny_space_yaml(*, fc_channels: int = 0, dropout: float = 0.0) -> str:
+    """``TINY_SPACE`` with another head: an fc layer before the classifier and/or dropout."""
+    head = TINY_HEAD.replace("fc_channels: 0", f"fc_channels: {fc_channels}").replace("dropout: 0.0", f"dropout: {dropout}")
+    return TINY_SPACE.replace(f"head: {TINY_HEAD}", f"head: {head}")
+
+
 CLASSES = ("ant", "bee", "cat", "dog")
 # Files whose content legitimately differs between two identical runs: the lock holds the owner's pid.
 VOLATILE = {".lock", ".summary.lock"}
