@@ -9,10 +9,10 @@ from moga.cli import main
 from moga.config import load_config
 from moga.pipeline import run_experiment
 from supernet import UserError
+from tests.tiny_experiment import QUICKSTART, SMALL_QUICKSTART
 
 TINY = [
-    "space.width_mult=0.25",
-    "data.search_val_per_class=10",
+    *SMALL_QUICKSTART,
     "supernet.steps=2",
     "supernet.batch_size=16",
     "supernet.warmup_steps=1",
@@ -20,7 +20,6 @@ TINY = [
     "supernet.bn_calib_images=32",
     "supernet.eval_images=64",
     "supernet.checkpoint_every=1",
-    "lut.tables={cpu: {backend: fake}}",
     "search.population=8",
     "search.generations=2",
 ]
@@ -29,7 +28,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    cfg = load_config("experiments/quickstart.yaml", [*TINY, f"run_dir={run_dir}"])
+    cfg = load_config(QUICKSTART, [*TINY, f"run_dir={run_dir}"])
     run_experiment(cfg, progress=False)
     return cfg, run_dir
 

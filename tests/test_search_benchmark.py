@@ -26,6 +26,8 @@ from supernet.benchmark import BenchmarkInfo
 from tests.fakes import FakeMetrics
 from tests.tiny_experiment import write_experiment
 
+# Not the shared tiny space: a benchmark space names its benchmark and lists its choices (3 per layer, skip among
+# them), so that every one of its 81 codes has a table row the search can be scored against.
 SPACE_YAML = """\
 name: tinybench
 benchmark: tinybench

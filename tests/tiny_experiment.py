@@ -42,6 +42,10 @@ def tiny_space_yaml(*, fc_channels: int = 0, dropout: float = 0.0) -> str:
     return TINY_SPACE.replace(f"head: {TINY_HEAD}", f"head: {head}")
 
 
+# The tests of quickstart.yaml itself (its 14-layer space, the embedded CIFAR-10 subset) run it at a quarter of
+# the width, with a fake latency table and 10 search-validation images per class; each adds its stage settings.
+QUICKSTART = Path(__file__).parents[1] / "experiments" / "quickstart.yaml"
+SMALL_QUICKSTART = ["space.width_mult=0.25", "data.search_val_per_class=10", "lut.tables={cpu: {backend: fake}}"]
 CLASSES = ("ant", "bee", "cat", "dog")
 # Files whose content legitimately differs between two identical runs: the lock holds the owner's pid.
 VOLATILE = {".lock", ".summary.lock"}
