@@ -36,7 +36,7 @@ def _dataset(n_train: int = 200, n_val: int = 80, classes: int = 10) -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def tiny_space_file(tmp_path_factory) -> str:
+def tiny_fc_space_file(tmp_path_factory) -> str:
     """The shared tiny space with an fc layer and dropout in the head, which extract() must carry over too."""
     path = tmp_path_factory.mktemp("spaces") / "tiny_fc.yaml"
     path.write_text(tiny_space_yaml(fc_channels=48, dropout=0.2))
@@ -80,8 +80,8 @@ def data() -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def net(tiny_space_file) -> Supernet:
-    return _net(tiny_space_file)
+def net(tiny_fc_space_file) -> Supernet:
+    return _net(tiny_fc_space_file)
 
 
 def test_trie_equals_one_by_one_exactly(net, data):
@@ -167,8 +167,8 @@ def test_recalibration_off_uses_running_stats(net, data):
     assert not torch.allclose(recalibrated, ev.logits(pop[:1])[0])
 
 
-def test_supernet_state_is_restored(data, tiny_space_file):
-    net = _net(tiny_space_file).train()  # also a non-eval mode to restore
+def test_supernet_state_is_restored(data, tiny_fc_space_file):
+    net = _net(tiny_fc_space_file).train()  # also a non-eval mode to restore
     net.head.eval()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     flags = {name: m.training for name, m in net.named_modules()}
