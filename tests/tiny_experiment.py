@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-TINY_HEAD = "{channels: 32, act: hswish, fc_channels: 0, dropout: 0.0}"
-TINY_SPACE = f"""\
+
+def tiny_space_yaml(*, fc_channels: int = 0, dropout: float = 0.0) -> str:
+    """The tiny space's YAML; the head may have an fc layer before the classifier, and dropout."""
+    return f"""\
 name: tiny
 stem: {{channels: 8, kernel: 3, stride: 1, act: relu}}
 separable: {{channels: 8, kernel: 3, act: relu}}
@@ -30,16 +32,13 @@ choices:
   expansions: [2]
   se: [false, true]
   skip: true
-head: {TINY_HEAD}
+head: {{channels: 32, act: hswish, fc_channels: {fc_channels}, dropout: {dropout}}}
 """
+
+
+TINY_SPACE = tiny_space_yaml()
 """The one tiny space of the test suite (choices per layer (5, 4, 5): the stride-2 layer offers no ``skip``);
-``conftest.tiny_space_file`` is it on disk. Variants come from ``tiny_space_yaml``."""
-
-
-def tiny_space_yaml(*, fc_channels: int = 0, dropout: float = 0.0) -> str:
-    """``TINY_SPACE`` with another head: an fc layer before the classifier and/or dropout."""
-    head = TINY_HEAD.replace("fc_channels: 0", f"fc_channels: {fc_channels}").replace("dropout: 0.0", f"dropout: {dropout}")
-    return TINY_SPACE.replace(f"head: {TINY_HEAD}", f"head: {head}")
+``conftest.tiny_space_file`` is it on disk."""
 
 
 # The tests of quickstart.yaml itself (its 14-layer space, the embedded CIFAR-10 subset) run it at a quarter of
