@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,6 +11,16 @@ def cifar_space():
     from supernet import get_space
 
     return get_space("moga", num_classes=10, resolution=32, variant="cifar")
+
+
+@pytest.fixture(scope="session")
+def tiny_space_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tests.tiny_experiment.TINY_SPACE`` as a YAML file, written once per session (read it, never write it)."""
+    from tests.tiny_experiment import TINY_SPACE
+
+    path = tmp_path_factory.mktemp("spaces") / "tiny_space.yaml"
+    path.write_text(TINY_SPACE)
+    return path
 
 
 @pytest.fixture(scope="session")

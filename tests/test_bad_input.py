@@ -313,6 +313,7 @@ def test_run_refuses_an_unsatisfiable_search_before_training(finished, tmp_path,
     assert (run / "lut" / "cpu.json").exists() and not (run / "supernet").exists()  # no supernet trained for nothing
 
 
+@pytest.mark.slow
 def test_search_seed_varies_the_search_on_the_same_supernet(ctx, capsys):
     """``search.seed`` reruns the search on the trained supernet (the data split keeps the experiment's seed)."""
     shutil.rmtree(ctx.run / "search")

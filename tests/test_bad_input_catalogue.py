@@ -612,6 +612,7 @@ RECOVERIES: dict[str, tuple[Callable[[Path], None], str, str, tuple[str, ...]]] 
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(RECOVERIES))
 def test_damaged_stage_output_is_redone_not_trusted(name: str, ctx: Ctx, capsys: pytest.CaptureFixture):
     damage, stage, named, restored = RECOVERIES[name]

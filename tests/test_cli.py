@@ -41,11 +41,17 @@ def test_arch_sample_is_seeded(capsys):
     ("args", "needle"),
     [
         (["arch", "show", "k3e6-k3e6"], "has 2 tokens"),
-        (["arch", "show", "moga_z"], "unknown zoo model 'moga_z' (did you mean 'moga_c'?)"),
-        (["arch", "show", "moga_a", "--space", "fairnas"], "belongs to space 'moga'"),
-        (["arch", "show", "moga_a", "--space", "nospace"], "unknown search space"),
-        (["search"], "required: experiment"),  # the optional overrides are not called required
-        (["retrain"], "required: experiment"),
+        # each case is a fresh `python -m moga` process (~2 s of imports): the first runs by default, the rest with slow
+        *(
+            pytest.param(args, needle, marks=pytest.mark.slow)
+            for args, needle in [
+                (["arch", "show", "moga_z"], "unknown zoo model 'moga_z' (did you mean 'moga_c'?)"),
+                (["arch", "show", "moga_a", "--space", "fairnas"], "belongs to space 'moga'"),
+                (["arch", "show", "moga_a", "--space", "nospace"], "unknown search space"),
+                (["search"], "required: experiment"),  # the optional overrides are not called required
+                (["retrain"], "required: experiment"),
+            ]
+        ),
     ],
 )
 def test_user_errors_are_one_line(args, needle):
@@ -55,6 +61,7 @@ def test_user_errors_are_one_line(args, needle):
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_export_onnx(tmp_path):
     out = tmp_path / "m.onnx"
     proc = run_cli("export", "moga_c", "--onnx", str(out), "--resolution", "32", "--num-classes", "10", "--variant", "cifar")

@@ -89,7 +89,8 @@ def test_same_seed_same_batches_different_seed_differs(embedded: Dataset) -> Non
     assert not same(take(later, 3), a)
 
 
-@pytest.mark.parametrize("resolution", [32, 80])  # cached at the resolution / cached larger (eval = centre crop)
+# cached at the resolution / cached larger (eval = centre crop; resizing the whole subset to 80 px takes seconds)
+@pytest.mark.parametrize("resolution", [32, pytest.param(80, marks=pytest.mark.slow)])
 def test_flip_and_none_augment_are_the_eval_view_mirrored_or_not(resolution: int) -> None:
     ds = load_dataset("embedded", resolution=resolution)
     (xn, yn), (xf, yf) = (take(ds.loader("train", 64, seed=3, augment=a), 1)[0] for a in ("none", "flip"))

@@ -1,6 +1,6 @@
 """Subnet accuracy estimates: the trie walk equals one-by-one evaluation and extract()+recalibration exactly.
 
-A random-weight supernet of a tiny space (with squeeze-excite, residual, stride and skip choices) on small
+A random-weight supernet of the shared tiny space (squeeze-excite, residual, stride and skip choices) on small
 synthetic images keeps this fast; one test runs the full MoGA space. Untrained kaiming-initialised paths
 have vanishing activations with the initial BN statistics, so the comparisons use recalibrated BN (which
 normalises) and compare logits, not just accuracies near chance.
@@ -16,18 +16,10 @@ from supernet import Arch, UserError, get_space
 from supernet.data import Dataset, Split
 from supernet.evaluate import SubnetEvaluator, count_prefixes, extract_recalibrated
 from supernet.supernet import Supernet
+from tests.tiny_experiment import tiny_space_yaml
 
 RES = 8
 CALIB, CALIB_BATCH, BATCH = 96, 40, 32  # uneven chunks: the cumulative average is exercised
-
-TINY_SPACE = """
-name: tiny
-stem: {channels: 8, kernel: 3, stride: 2, act: hswish}
-separable: {channels: 8, kernel: 3, act: relu}
-layers: {out_channels: [16, 16, 16, 24, 24], strides: [2, 1, 1, 2, 1], acts: [relu, relu, hswish, hswish, hswish]}
-choices: {kernels: [3, 5], expansions: [3, 6], se: [false, true], skip: true}
-head: {channels: 64, act: hswish, fc_channels: 96, dropout: 0.2}
-"""
 
 
 def _dataset(n_train: int = 200, n_val: int = 80, classes: int = 10) -> Dataset:
@@ -44,9 +36,10 @@ def _dataset(n_train: int = 200, n_val: int = 80, classes: int = 10) -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def tiny_space_file(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("spaces") / "tiny.yaml"
-    path.write_text(TINY_SPACE)
+def tiny_fc_space_file(tmp_path_factory) -> str:
+    """The shared tiny space with an fc layer and dropout in the head, which extract() must carry over too."""
+    path = tmp_path_factory.mktemp("spaces") / "tiny_fc.yaml"
+    path.write_text(tiny_space_yaml(fc_channels=48, dropout=0.2))
     return str(path)
 
 
@@ -87,8 +80,8 @@ def data() -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def net(tiny_space_file) -> Supernet:
-    return _net(tiny_space_file)
+def net(tiny_fc_space_file) -> Supernet:
+    return _net(tiny_fc_space_file)
 
 
 def test_trie_equals_one_by_one_exactly(net, data):
@@ -174,8 +167,8 @@ def test_recalibration_off_uses_running_stats(net, data):
     assert not torch.allclose(recalibrated, ev.logits(pop[:1])[0])
 
 
-def test_supernet_state_is_restored(data, tiny_space_file):
-    net = _net(tiny_space_file).train()  # also a non-eval mode to restore
+def test_supernet_state_is_restored(data, tiny_fc_space_file):
+    net = _net(tiny_fc_space_file).train()  # also a non-eval mode to restore
     net.head.eval()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     flags = {name: m.training for name, m in net.named_modules()}

@@ -28,17 +28,14 @@ from supernet.optim import Precision, autocast_dtype
 from supernet.sampler import FairSampler
 from supernet.supernet import Supernet
 from supernet.train import supernet_step, train_supernet
-from tests.tiny_experiment import TINY_SPACE
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a CUDA device object needs no GPU
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = tmp_path_factory.mktemp("spaces") / "tiny.yaml"
-    path.write_text(TINY_SPACE)
-    return get_space(str(path), num_classes=10, resolution=16, variant="cifar")
+def tiny(tiny_space_file):
+    return get_space(str(tiny_space_file), num_classes=10, resolution=16, variant="cifar")
 
 
 def synthetic(n_train: int = 64, n_val: int = 40, res: int = 16, size: int | None = None, augment: str = "cifar") -> Dataset:
@@ -253,6 +250,7 @@ def test_ddp_uses_nccl_between_gpus_one_process_each():
 
 
 # ----------------------------------------------------------------------------- bench/gpu_check.py
+@pytest.mark.slow
 def test_gpu_check_without_cuda_skips_every_item_and_exits_0():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py")], capture_output=True, text=True, env=env, timeout=120)
@@ -263,6 +261,7 @@ def test_gpu_check_without_cuda_skips_every_item_and_exits_0():
     assert lines[-1] == f"gpu_check: 0 passed, 0 failed, {len(gpu_check.ITEMS)} skipped"
 
 
+@pytest.mark.slow
 def test_gpu_check_measurements_run_on_a_device_argument(tmp_path):
     """Every item's measurement function, on the CPU at tiny sizes (the GPU box runs them on CUDA)."""
     sizes, data = gpu_check.SIZES["tiny"], synthetic(n_train=32, n_val=24, res=32)
@@ -285,16 +284,14 @@ def test_cuda_loader_keeps_the_data_on_the_gpu_and_matches_the_cpu():
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs (one process each)")
-def test_ddp_nccl_two_gpus_match_single_gpu_micro_batches(tmp_path, tiny):
+def test_ddp_nccl_two_gpus_match_single_gpu_micro_batches(tmp_path, tiny_space_file):
     """The gloo test's contract on GPUs: 2 NCCL ranks == 1 process with 2 micro-batches (float32, TF32 off)."""
     from supernet.train import load_supernet
     from tests.test_train import _experiment
 
-    space_file = tmp_path / "tiny.yaml"
-    space_file.write_text(TINY_SPACE)
     runs = {}
     for name, nproc, micro in (("ddp", 2, 1), ("single", 1, 2)):
-        exp = _experiment(tmp_path, space_file, tmp_path / name, steps=3, eval_paths=0, amp=False, micro_batches=micro)
+        exp = _experiment(tmp_path, tiny_space_file, tmp_path / name, steps=3, eval_paths=0, amp=False, micro_batches=micro)
         cfg = json.loads(exp.read_text()) | {"device": "cuda"}
         exp.write_text(json.dumps(cfg))
         run = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "moga"]
@@ -302,7 +299,9 @@ def test_ddp_nccl_two_gpus_match_single_gpu_micro_batches(tmp_path, tiny):
         done = subprocess.run([*run, "supernet", "train", str(exp), "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
         runs[name] = load_supernet(tmp_path / name / "supernet" / "supernet.pt").state_dict()
-    params = [name for name, _ in Supernet(get_space(str(space_file), num_classes=10, resolution=16, variant="cifar")).named_parameters()]
+    params = [
+        name for name, _ in Supernet(get_space(str(tiny_space_file), num_classes=10, resolution=16, variant="cifar")).named_parameters()
+    ]
     assert max(float((runs["ddp"][k] - runs["single"][k]).abs().max()) for k in params) < 1e-4
 
 

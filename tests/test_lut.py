@@ -14,16 +14,9 @@ from lut.validate import kendall_tau, validate
 from moga.cli import main
 from moga.experiment import Experiment
 from supernet import Arch, UserError, get_space
+from tests.tiny_experiment import TINY_SPACE, tiny_space_yaml
 
 PROTO = MeasureProtocol(warmup=1, runs=3, rounds=2)
-TINY_SPACE = """\
-name: tiny
-stem: {channels: 8, kernel: 3, stride: 2, act: hswish}
-separable: {channels: 8, kernel: 3, act: relu}
-layers: {out_channels: [16, 16], strides: [2, 1], acts: [relu, hswish]}
-choices: {kernels: [3, 5], expansions: [3], se: [false, true], skip: true}
-head: {channels: 32, act: hswish, fc_channels: 48, dropout: 0.2}
-"""
 
 
 @pytest.fixture
@@ -47,12 +40,11 @@ def test_entries_cover_every_layer_choice_and_dedupe(cifar_space):
     assert order[0] == cifar_space.stem.key and order[-1] == cifar_space.head.key
 
 
-def test_skip_choices_have_no_entry_and_cost_nothing(tmp_path):
-    (tmp_path / "tiny.yaml").write_text(TINY_SPACE)
-    space = get_space(str(tmp_path / "tiny.yaml"), num_classes=5, resolution=16)
+def test_skip_choices_have_no_entry_and_cost_nothing(tmp_path, tiny_space_file):
+    space = get_space(str(tiny_space_file), num_classes=5, resolution=16)
     assert not any(k.startswith("skip") for k in space_blocks(space))
     table, _ = build_table(space, FakeBackend(), tmp_path / "t.json", device="fake", protocol=PROTO, progress=False)
-    arch = Arch.parse(space, "k3e3-skip")
+    arch = Arch.parse(space, "skip-k3e2-skip")
     by_hand = sum(table.entries[b.key].median_ms for b in space.walk(arch.genes) if b.kind != "skip")
     assert table.predict(arch) == pytest.approx(by_hand)
 
@@ -339,7 +331,7 @@ def test_export_blocks_match_torch(tmp_path):
     import onnxruntime as ort
     import torch
 
-    (tmp_path / "tiny.yaml").write_text(TINY_SPACE)
+    (tmp_path / "tiny.yaml").write_text(tiny_space_yaml(fc_channels=48))  # a head with an fc layer is exported too
     space = get_space(str(tmp_path / "tiny.yaml"), num_classes=5, resolution=16)
     counts = export_blocks(space, tmp_path / "out", nets=1)
     manifest = (tmp_path / "out" / "manifest.csv").read_text().splitlines()
@@ -356,13 +348,9 @@ def test_export_blocks_match_torch(tmp_path):
     assert len(nets) == 2 and Arch.parse(space, nets[1].split(",")[0])
 
 
-def test_cli_export_blocks(tmp_path, capsys):
-    (tmp_path / "tiny.yaml").write_text(TINY_SPACE)
+def test_cli_export_blocks(tmp_path, capsys, tiny_space_file):
     exp = _experiment(tmp_path, "    cpu: {batch: 2}\n")
-    assert (
-        main(["lut", "export-blocks", str(exp), str(tmp_path / "out"), f"space.name={tmp_path / 'tiny.yaml'}", "space.variant=imagenet"])
-        == 0
-    )
+    assert main(["lut", "export-blocks", str(exp), str(tmp_path / "out"), f"space.name={tiny_space_file}", "space.variant=imagenet"]) == 0
     assert "batch 2" in capsys.readouterr().out
     assert (tmp_path / "out" / "manifest.csv").read_text().splitlines()[1].endswith(",2x3x32x32")
 
@@ -408,15 +396,14 @@ def test_kendall_tau_by_hand():
 
 
 def test_table_of_a_custom_space_is_shown_and_validated_without_its_yaml(tmp_path, capsys):
-
     spec = tmp_path / "tiny_space.yaml"
-    spec.write_text(TINY_SPACE)
+    spec.write_text(TINY_SPACE)  # a copy of its own: the test deletes it
     space = get_space(str(spec), num_classes=4, resolution=32, variant="cifar")
     path = tmp_path / "tiny.json"
     build_table(space, FakeBackend(), path, device="fake", protocol=PROTO, progress=False)
     spec.unlink()  # e.g. the table was copied to another machine
     assert main(["lut", "show", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "space            tiny" in out and "2 searchable layers" in out and "space range:" in out
+    assert "space            tiny" in out and "3 searchable layers" in out and "space range:" in out
     assert main(["lut", "validate", str(path), "--nets", "8", "--no-progress"]) == 0
     assert "MAPE" in capsys.readouterr().out

@@ -9,10 +9,10 @@ from moga.cli import main
 from moga.experiment import Experiment
 from moga.pipeline import run_experiment
 from supernet import UserError
+from tests.tiny_experiment import QUICKSTART, SMALL_QUICKSTART
 
 TINY = [
-    "space.width_mult=0.25",
-    "data.search_val_per_class=10",
+    *SMALL_QUICKSTART,
     "supernet.steps=2",
     "supernet.batch_size=16",
     "supernet.warmup_steps=1",
@@ -20,7 +20,6 @@ TINY = [
     "supernet.eval.calib_images=32",
     "supernet.eval.images=64",
     "supernet.checkpoint_every=1",
-    "lut.tables={cpu: {backend: fake}}",
     "search.population=8",
     "search.generations=2",
 ]
@@ -29,7 +28,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    exp = Experiment.load("experiments/quickstart.yaml", [*TINY, f"run_dir={run_dir}"])
+    exp = Experiment.load(QUICKSTART, [*TINY, f"run_dir={run_dir}"])
     run_experiment(exp, progress=False)
     return exp, run_dir
 

@@ -103,33 +103,17 @@ def test_spread_sample_spans_the_cost_range_deterministically(cifar_space):
 
 
 # ----------------------------------------------------------------------------- end to end
-TINY_SPACE = """
-name: tiny
-stem: {channels: 8, kernel: 3, stride: 1, act: relu}
-layers:
-  out_channels: [8, 16]
-  strides: [1, 2]
-  acts: relu
-choices:
-  kernels: [3, 5]
-  expansions: [2]
-  se: [false, true]
-head: {channels: 32, act: hswish, fc_channels: 0, dropout: 0.0}
-"""
-
-
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """An experiment on a 2-layer space (16 architectures) with a supernet trained for two steps."""
+def tiny_run(tmp_path_factory, tiny_space_file):
+    """An experiment on the shared tiny space (100 codes) with a supernet trained for two steps."""
     root = tmp_path_factory.mktemp("rankcorr")
-    (root / "tiny.yaml").write_text(TINY_SPACE)
     exp = root / "exp.yaml"
     exp.write_text(
         json.dumps(
             {
                 "name": "tiny",
                 "run_dir": str(root / "run"),
-                "space": {"name": str(root / "tiny.yaml"), "resolution": 16},
+                "space": {"name": str(tiny_space_file), "resolution": 16},
                 "data": {"search_val_per_class": 10},
                 "supernet": {"steps": 2, "batch_size": 16, "warmup_steps": 1, "eval_paths": 0, "eval": {"calib_images": 32, "images": 64}},
                 "lut": {"tables": {}},  # no latency table: the sample is spread over multiply-adds
@@ -142,6 +126,7 @@ def tiny_run(tmp_path_factory):
     return exp, xp
 
 
+@pytest.mark.slow
 def test_rank_corr_end_to_end_and_resumable(tiny_run, capsys):
     exp, xp = tiny_run
     assert main(["rank-corr", str(exp), "--models", "3", "--resamples", "200", "--no-progress"]) == 0
@@ -196,7 +181,7 @@ def test_rank_corr_user_errors(tiny_run, capsys, tmp_path):
 def test_init_from_supernet_starts_from_the_extracted_weights(tiny_run, tmp_path):
     _, xp = tiny_run
     net = load_supernet(xp.supernet_file)
-    arch = Arch(xp.space, (1, 2))
+    arch = Arch(xp.space, (1, 2, 3))
     recipe = xp.cfg.retrain.model_copy(update={"init_from_supernet": True, "max_steps": 1, "lr": 1e-12, "weight_decay": 0.0})
     result = train_standalone(arch, xp.dataset, recipe, tmp_path, supernet=net, progress=False)
     assert result["init"] == "supernet"
@@ -222,6 +207,6 @@ def test_the_sample_is_ordered_by_the_first_table_when_it_exists(tiny_run, tmp_p
     assert latency_measure(xp)[0] == "macs" and "no latency table" in capsys.readouterr().err
     table, _ = build_table(xp.lut_space, FakeBackend(), xp.table_path("cpu"), device="fake", progress=False)
     name, cost = latency_measure(xp)
-    archs = [Arch(xp.space, (0, 1)), Arch(xp.space, (3, 2))]
+    archs = [Arch(xp.space, (0, 1, 0)), Arch(xp.space, (3, 2, 4))]
     assert name == "latency_ms:cpu"
     assert list(cost(np.stack([a.genome for a in archs]))) == pytest.approx([table.predict(a) for a in archs])

@@ -115,6 +115,7 @@ def test_equivalents_mean_averages_every_code_of_the_network(bench):
 
 
 # ----------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_benchmark_mode_end_to_end(nb_run, bench, capsys):
     exp, xp = nb_run
     assert main(["rank-corr", str(exp), *BENCH_ARGS, "--models", "20"]) == 0
@@ -180,6 +181,7 @@ def test_benchmark_mode_end_to_end(nb_run, bench, capsys):
     assert table["supernet_acc"].nunique() > 1
 
 
+@pytest.mark.slow
 def test_benchmark_mode_mean_over_equivalent_codes(nb_run, bench, capsys):
     exp, xp = nb_run
     assert main(["rank-corr", str(exp), *BENCH_ARGS, "--models", "8", "--equivalents", "mean", "--top-k", "3"]) == 0

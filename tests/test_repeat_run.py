@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from moga.cli import main
 from tests.tiny_experiment import assert_intact, file_hashes, write_experiment
+
+pytestmark = pytest.mark.slow
 
 
 def test_second_run_skips_every_stage_and_changes_no_file(tmp_path, capsys):

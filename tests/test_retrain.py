@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -25,17 +24,15 @@ from supernet.config import RetrainConfig
 from supernet.data import Split
 from supernet.export import onnx_parity
 from supernet.standalone import WeightEMA, load_standalone, train_standalone
+from tests.tiny_experiment import QUICKSTART, SMALL_QUICKSTART
 
-QUICKSTART = Path(__file__).parents[1] / "experiments" / "quickstart.yaml"
 TINY = [
-    "space.width_mult=0.25",
+    *SMALL_QUICKSTART,
     "space.resolution=16",
-    "data.search_val_per_class=10",
     "retrain.epochs=1",
     "retrain.batch_size=16",
     "retrain.max_steps=3",
     "retrain.warmup_steps=1",
-    "lut.tables={cpu: {backend: fake}}",
 ]
 LIGHT = "k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3"  # the cheapest network
 OTHER = "k5e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3-k3e3"

@@ -51,6 +51,7 @@ def test_each_architecture_evaluated_once(tmp_path):
     assert search.metrics.calls == len(result.history)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_same_front(tmp_path):
     full = make_search(tmp_path, "full").run(progress=False).pareto
     # simulate a run killed after generation 3: a 3-generation state in the directory

@@ -26,6 +26,8 @@ from supernet.benchmark import BenchmarkInfo
 from tests.fakes import FakeMetrics
 from tests.tiny_experiment import write_experiment
 
+# Not the shared tiny space: a benchmark space names its benchmark and lists its choices (3 per layer, skip among
+# them), so that every one of its 81 codes has a table row the search can be scored against.
 SPACE_YAML = """\
 name: tinybench
 benchmark: tinybench
@@ -193,6 +195,7 @@ def test_spaces_without_a_benchmark_get_no_new_columns(tmp_path):
     assert not (tmp_path / "s" / "true_front.csv").exists()
 
 
+@pytest.mark.slow
 def test_resume_with_benchmark_accuracy_gives_the_same_search(bench, tmp_path):
     full = run_search(bench, tmp_path, "full", generations=5)[1]
     partial = run_search(bench, tmp_path, "part", generations=3)[0]

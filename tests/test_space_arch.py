@@ -74,6 +74,8 @@ def test_width_multiplier_rounds_to_eight():
 
 
 def test_user_defined_yaml_space_with_skip(tmp_path):
+    # its own YAML, not the shared tiny space: the parser is under test, with the optional keys (stem kernel,
+    # separable, fc_channels) left out and a stride-2 layer last
     path = tmp_path / "tiny.yaml"
     path.write_text(
         """

@@ -26,7 +26,7 @@ from supernet.optim import Precision
 from supernet.sampler import FairnessAudit, FairSampler, UniformSampler
 from supernet.supernet import Supernet
 from supernet.train import load_supernet, supernet_step, train_supernet
-from tests.tiny_experiment import TINY_SPACE
+from tests.tiny_experiment import tiny_space_yaml
 
 FAST = {"batch_size": 16, "warmup_steps": 2, "eval": {"images": 100, "calib_images": 50}, "eval_paths": 2, "lr": 0.2}
 
@@ -37,7 +37,7 @@ def space_files(tmp_path_factory: pytest.TempPathFactory) -> dict[float, Path]:
     files = {}
     for dropout in (0.0, 0.2):
         files[dropout] = root / f"tiny_d{dropout}.yaml"
-        files[dropout].write_text(TINY_SPACE.replace("dropout: 0.0", f"dropout: {dropout}"))
+        files[dropout].write_text(tiny_space_yaml(dropout=dropout))
     return files
 
 
@@ -250,6 +250,7 @@ def test_cli_train_writes_run_files_and_eval_prints_accuracy(tmp_path, space_fil
     assert main(["supernet", "eval", str(exp), "--zoo", "moga_a"]) == 2  # another space's model
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_single_process_micro_batches(tmp_path, space_files, tiny, data):
     """2 gloo ranks, each on its half of every global batch, == 1 process with 2 micro-batches (the same
     per-shard BN statistics, gradients averaged). Dropout off: masks are per rank by design."""

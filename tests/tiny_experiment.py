@@ -2,7 +2,8 @@
 
 A 3-layer space (the stride-2 layer offers no ``skip``), 4 classes of 32x32 JPEGs in an ImageFolder tree
 (loading it costs milliseconds, unlike decoding the embedded CIFAR-10 subset), the fake latency backend,
-and a few optimizer steps. Shared by test_kill_resume, test_bad_input and test_repeat_run.
+and a few optimizer steps. Shared by test_kill_resume, test_bad_input and test_repeat_run; the space
+(``TINY_SPACE``) is the one every test on a tiny space uses.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-TINY_SPACE = """\
+
+def tiny_space_yaml(*, fc_channels: int = 0, dropout: float = 0.0) -> str:
+    """The tiny space's YAML; the head may have an fc layer before the classifier, and dropout."""
+    return f"""\
 name: tiny
-stem: {channels: 8, kernel: 3, stride: 1, act: relu}
-separable: {channels: 8, kernel: 3, act: relu}
+stem: {{channels: 8, kernel: 3, stride: 1, act: relu}}
+separable: {{channels: 8, kernel: 3, act: relu}}
 layers:
   out_channels: [8, 16, 16]
   strides: [1, 2, 1]
@@ -28,8 +32,19 @@ choices:
   expansions: [2]
   se: [false, true]
   skip: true
-head: {channels: 32, act: hswish, fc_channels: 0, dropout: 0.0}
+head: {{channels: 32, act: hswish, fc_channels: {fc_channels}, dropout: {dropout}}}
 """
+
+
+TINY_SPACE = tiny_space_yaml()
+"""The one tiny space of the test suite (choices per layer (5, 4, 5): the stride-2 layer offers no ``skip``);
+``conftest.tiny_space_file`` is it on disk."""
+
+
+# The tests of quickstart.yaml itself (its 14-layer space, the embedded CIFAR-10 subset) run it at a quarter of
+# the width, with a fake latency table and 10 search-validation images per class; each adds its stage settings.
+QUICKSTART = Path(__file__).parents[1] / "experiments" / "quickstart.yaml"
+SMALL_QUICKSTART = ["space.width_mult=0.25", "data.search_val_per_class=10", "lut.tables={cpu: {backend: fake}}"]
 CLASSES = ("ant", "bee", "cat", "dog")
 # Files whose content legitimately differs between two identical runs: the lock holds the owner's pid.
 VOLATILE = {".lock", ".summary.lock"}
