@@ -53,19 +53,20 @@ _HASH_DEFAULTS = {("search", "accuracy"): "supernet", ("search", "dir"): "search
 DECLARED = {"resolution": "lut.resolution", "num_classes": "lut.num_classes", "width_mult": "lut.width_mult"}
 
 
+def _parent(dump: dict[str, Any], dotted: str) -> tuple[dict[str, Any], str]:
+    """The mapping holding ``dotted`` (``supernet.eval.images``) in ``dump``, and its last key."""
+    *parents, key = dotted.split(".")
+    for part in parents:
+        dump = dump[part]
+    return dump, key
+
+
 def _as_recorded(dump: dict[str, Any]) -> dict[str, Any]:
     """A config dump as the hashes of earlier runs saw it: renamed keys (``RENAMED``) under their old names,
     ``supernet.eval.channels_last`` only where it differs from ``supernet.channels_last`` (before, it was that),
     and the keys of ``_HASH_DEFAULTS`` only where they differ from their defaults."""
     for old, new in RENAMED.items():
-        *old_parents, old_key = old.split(".")
-        *new_parents, new_key = new.split(".")
-        source = dump
-        for part in new_parents:
-            source = source[part]
-        target = dump
-        for part in old_parents:
-            target = target[part]
+        (target, old_key), (source, new_key) = _parent(dump, old), _parent(dump, new)
         target[old_key] = source.pop(new_key)
     supernet = dump["supernet"]
     if supernet["eval"].get("channels_last") == supernet["channels_last"]:
