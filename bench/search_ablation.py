@@ -35,7 +35,7 @@ import pandas as pd
 from pymoo.indicators.hv import HV
 
 from moga.cli import main as moga_main
-from moga.config import load_config
+from moga.experiment import Experiment
 
 VARIANTS: dict[str, list[str]] = {
     "weighted+reinforced": [],
@@ -87,13 +87,13 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="default: <run_dir>/ablation")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="NAME", help="default: all")
     args = p.parse_intermixed_args()
-    cfg = load_config(args.experiment, args.overrides)
-    out = args.out or cfg.run_path / "ablation"
+    run = Experiment.load(args.experiment, args.overrides).run
+    out = args.out or run / "ablation"
     histories = {
         (name, seed): pd.read_csv(
             run_variant(
                 args.experiment,
-                cfg.run_path,
+                run,
                 out / name.replace(" ", "_").replace("+", "_") / f"seed{seed}",
                 seed,
                 [*args.overrides, *extra],
