@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from moga.experiment import Experiment
+from moga.experiment import DECLARED, Experiment
 from moga.stagelog import Output, StageLog
 from supernet.errors import UserError
 from supernet.io import differences
@@ -85,7 +85,6 @@ def build_experiment_tables(exp: Experiment, only: str | None = None, progress: 
     from lut.published import published_table
     from lut.table import LatencyTable
     from lut.validate import validate, write_report
-    from moga.experiment import DECLARED
 
     cfg = exp.cfg
     space = exp.lut_space
