@@ -28,9 +28,14 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+# hex digests that pandas would read as numbers when they happen to be all digits ("00123456") or look like an
+# exponent ("12345e678901")
+TEXT_COLUMNS = {"arch_id": str, "config_hash": str}
+
+
 def read_csv(path: Path) -> pd.DataFrame | None:
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype=TEXT_COLUMNS)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
         return None
 

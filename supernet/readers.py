@@ -170,7 +170,9 @@ def read_csv_checked(
     path = Path(path)
     text = read_text(path, what)
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=dict(dtype or {}))
+        # text columns read as text: a hex digest of digits only ("00123456") or with one e ("12345e678901") is no number
+        text_columns = {c: str for c, kind in columns.items() if kind == "str" and not c.endswith("*")}
+        frame = pd.read_csv(io.StringIO(text), dtype=text_columns | dict(dtype or {}))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: not a readable CSV ({first})") from None

@@ -117,6 +117,24 @@ def test_summary_rows_are_replaced_or_appended(tmp_path):
     assert list(table.columns[:7]) == ["arch_id", "source", "test_acc", "supernet_acc", "params", "macs", "latency_ms:cpu"]
 
 
+def test_digests_that_look_like_numbers_stay_text(tmp_path):
+    """A hex digest of digits only, or of digits and one e, is text: ``update_summary`` re-reads the summary, and
+    the run report links ``retrain/<arch_id>/``."""
+    from moga.report_sections import read_csv
+
+    row = {
+        "arch_id": "00123456", "arch": LIGHT, "source": {"kind": "zoo", "value": "x"}, "test_acc": 1.0, "supernet_acc": None,
+        "params": 1, "macs": 2, "latency_ms": {}, "measured_latency_ms": 0.6, "epochs": 1.0, "train_wall_s": 3.0,
+        "config_hash": "12345e678901",
+    }  # fmt: skip
+    path = tmp_path / "summary.csv"
+    update_summary(path, row)
+    table = update_summary(path, row | {"arch_id": "1234e567", "arch": OTHER})  # re-reads the first row
+    assert list(table["arch_id"]) == ["00123456", "1234e567"] and list(table["config_hash"]) == ["12345e678901"] * 2
+    report = read_csv(path)
+    assert report is not None and list(report["arch_id"]) == ["00123456", "1234e567"]
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
