@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from moga.rankcorr import benchmark_sample, rank_statistics, score_networks, seed_repeatability
+from moga.rankcorr import rank_statistics, seed_repeatability
+from moga.rankcorr_benchmark import benchmark_sample, score_networks
 from supernet.benchmark import load_benchmark
 from supernet.data import load_dataset
 from supernet.evaluate import SubnetEvaluator, count_prefixes

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from lut.table import LatencyTable
     from supernet.data import Dataset
     from supernet.distributed import DistContext
+    from supernet.estimate import Estimator
     from supernet.evaluate import SubnetEvaluator
     from supernet.space import SearchSpace
     from supernet.supernet import Supernet
@@ -48,7 +49,14 @@ IDENTITY_SECTIONS: dict[str, tuple[str, ...]] = {
     "rankcorr-benchmark": ("seed", "space", "data", "supernet"),
 }
 # keys added later, left out of the hashes at their defaults (earlier runs keep their hashes)
-_HASH_DEFAULTS = {("search", "accuracy"): "supernet", ("search", "dir"): "search", ("retrain", "nesterov"): True}
+_HASH_DEFAULTS = {
+    "search.accuracy": "supernet",
+    "search.dir": "search",
+    "retrain.nesterov": True,
+    "supernet.distill": 0.0,
+    "supernet.eval.score": "accuracy",
+    "supernet.eval.additive_paths": 0,
+}
 # the settings that make the timed network another than the trained one, and the config keys that declare them
 DECLARED = {"resolution": "lut.resolution", "num_classes": "lut.num_classes", "width_mult": "lut.width_mult"}
 
@@ -68,14 +76,15 @@ def _as_recorded(dump: dict[str, Any]) -> dict[str, Any]:
     for old, new in RENAMED.items():
         (target, old_key), (source, new_key) = _parent(dump, old), _parent(dump, new)
         target[old_key] = source.pop(new_key)
+    for dotted, default in _HASH_DEFAULTS.items():
+        parent, key = _parent(dump, dotted)
+        if parent[key] == default:
+            del parent[key]
     supernet = dump["supernet"]
     if supernet["eval"].get("channels_last") == supernet["channels_last"]:
         del supernet["eval"]["channels_last"]
     if not supernet["eval"]:
         del supernet["eval"]
-    for (section, key), default in _HASH_DEFAULTS.items():
-        if dump[section][key] == default:
-            del dump[section][key]
     return dump
 
 
@@ -258,6 +267,13 @@ class Experiment:
         if not path.exists():
             raise UserError(f"no trained supernet at {path}: {purpose} needs one; run `moga supernet train` (or `moga run`) first")
         return load_supernet(path, device or self.cfg.device, data_seed=self.cfg.seed, space=self.space)
+
+    def estimator(self, net: Supernet, **settings: Any) -> Estimator:
+        """What the search ranks by (``supernet.eval.score``, ``supernet.eval.additive_paths``): ``evaluator``'s
+        per-path score, or the additive model of many paths' scores (``supernet.estimate``)."""
+        from supernet.estimate import Estimator
+
+        return Estimator(self.evaluator(net, **settings), self.cfg.supernet.eval, seed=self.cfg.seed)
 
     def evaluator(self, net: Supernet, **settings: Any) -> SubnetEvaluator:
         """BN-recalibrated accuracy estimates of ``net``'s paths on the experiment's ``search_val`` split."""

@@ -172,12 +172,23 @@ def search_stage(exp: Experiment, resume: bool, progress: bool, writer: bool = T
         assert truth is not None
         accuracy = truth.accuracy
     elif exp.needs_supernet:
-        accuracy = shared_across_ranks(exp.evaluator(exp.supernet("the search")).evaluate)
+        accuracy = shared_across_ranks(exp.estimator(exp.supernet("the search")))
     metrics = ArchMetrics(exp.space, exp.tables(), accuracy, exp.lut_space)
     seed = cfg.seed if cfg.search.seed is None else cfg.search.seed
-    search = Search(exp.space, cfg.search, metrics, exp.search_dir, seed, exp.identity("search"), writer=writer)
+    truth = ground_truth(exp)
+    search = Search(exp.space, cfg.search, metrics, exp.search_dir, seed, exp.identity("search"), writer=writer, truth=truth)
     result = search.run(resume=resume, progress=progress)
     return {"evaluations": len(result.history), "front_size": len(result.pareto)}
+
+
+def ground_truth(exp: Experiment) -> Any:
+    """The benchmark of the network the search's models are (``GroundTruth``), or None: the space's own, or for a
+    proxy supernet (``lut.*`` declaring the full network) the full network's."""
+    from moga.truefront import GroundTruth
+
+    if exp.cfg.search.accuracy == "benchmark" or exp.lut_space == exp.space:
+        return GroundTruth.for_space(exp.space, required=exp.cfg.search.accuracy == "benchmark")
+    return GroundTruth.for_space(exp.lut_space)
 
 
 def check_search_setup(exp: Experiment) -> None:

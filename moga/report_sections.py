@@ -380,6 +380,40 @@ def _rankcorr_work(report: dict[str, Any]) -> str:
     return f"{count(report.get('models'))} models trained from scratch × {count(report.get('seeds', 1))} seed(s)"
 
 
+BASELINE_NAMES = {
+    "supernet_acc": "supernet, top-1 of each path",
+    "supernet_neg_loss": "supernet, minus cross-entropy",
+    "neg_skips": "minus the skips (no training)",
+    "latency_ms": "latency (no training)",
+}
+ZERO_COST_NAMES = ("synflow", "naswot", "snip", "grad_norm")
+
+
+def _baseline_label(name: str) -> str:
+    return BASELINE_NAMES.get(name) or f"{name} ({'zero-cost' if name in ZERO_COST_NAMES else 'no training'})"
+
+
+def _baseline_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The rows beside the estimate: ``baselines`` (raw per-path scores, counts, zero-cost proxies), or, in a
+    ``rankcorr.json`` written before it, ``supernet_neg_loss`` and ``proxies``."""
+    if isinstance(report.get("baselines"), dict):
+        items = list(report["baselines"].items())
+    else:
+        items = [("supernet_neg_loss", report["supernet_neg_loss"])] if isinstance(report.get("supernet_neg_loss"), dict) else []
+        items += list((report.get("proxies") or {}).items())
+    rows = []
+    for name, stats in items:
+        top = interval(stats["top_k_overlap"]) if isinstance(stats.get("top_k_overlap"), dict) else DASH
+        rows.append([_baseline_label(name), interval(stats.get("kendall_tau")), interval(stats.get("spearman_rho")), top])
+    return rows
+
+
+def _estimate_words(report: dict[str, Any]) -> str:
+    what = report.get("supernet_acc", DASH)
+    estimate = report.get("estimate")
+    return f"{estimate['estimate']} ({what})" if isinstance(estimate, dict) and "estimate" in estimate else what
+
+
 def rank_correlations(run: Path) -> list[RankCorr]:
     out = []
     for folder, report in _rankcorr_reports(run):
@@ -392,23 +426,13 @@ def rank_correlations(run: Path) -> list[RankCorr]:
                 interval(report.get("top_k_overlap")),
             ]
         ]
-        if isinstance(report.get("supernet_neg_loss"), dict):
-            rows.append(
-                [
-                    "supernet, minus cross-entropy",
-                    interval(report["supernet_neg_loss"].get("kendall_tau")),
-                    interval(report["supernet_neg_loss"].get("spearman_rho")),
-                    DASH,
-                ]
-            )
-        for proxy, stats in (report.get("proxies") or {}).items():
-            rows.append([f"{proxy} (no training)", interval(stats.get("kendall_tau")), interval(stats.get("spearman_rho")), DASH])
+        rows += _baseline_rows(report)
         if isinstance(report.get("seed_to_seed_tau"), dict):
             rows.append(["ceiling: seed-to-seed τ of the ground truth", interval(report["seed_to_seed_tau"]), DASH, DASH])
         truth = report.get("true_acc") or report.get("standalone_acc") or DASH
         facts = [
             ("models", count(report.get("models"))),
-            ("estimate", words(report.get("supernet_acc", DASH))),
+            ("estimate", words(_estimate_words(report))),
             ("ground truth", words(truth)),
             ("top-k", count(report.get("top_k"))),
         ]

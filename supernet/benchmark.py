@@ -84,17 +84,30 @@ class Benchmark:
         self.space = benchmarked_space(info)
         self.seeds = len(next(iter(records.values())).test_acc)
 
-    def check_space(self, space: SearchSpace) -> None:
-        """Refuse a space that is not the benchmarked network (another space, resolution, width, stride variant)."""
+    def check_space(self, space: SearchSpace, proxy: SearchSpace | None = None) -> None:
+        """Refuse a space that is not the benchmarked network (another space, resolution, width, stride variant).
+
+        ``proxy``: the space a supernet is trained in to estimate ``space``'s networks (a reduced width or
+        resolution): it must offer the benchmark's layers and choices, so that every network has its path."""
         if space.name != self.space.name:
             raise UserError(f"benchmark {self.name!r} describes space {self.space.name!r}, not {space.name!r}")
         if space != self.space:
             i = self.info
+            keys = "space.resolution/num_classes/width_mult/variant"
+            if proxy is not None and proxy != space:
+                keys = "lut.resolution/num_classes/width_mult (the full network a proxy supernet estimates)"
             raise UserError(
                 f"benchmark {self.name!r} describes space {i.space!r} at resolution {i.resolution}, {i.num_classes} classes, width "
                 f"{i.width_mult:g}, variant {i.variant}; this one is at resolution {space.resolution}, {space.num_classes} classes, "
-                f"width {space.width_mult:g}, variant {space.variant} (set space.resolution/num_classes/width_mult/variant to match)"
+                f"width {space.width_mult:g}, variant {space.variant} (set {keys} to match)"
             )
+        if proxy is not None and proxy != space:
+            tokens = lambda s: [[c.token for c in layer.choices] for layer in s.layers]  # noqa: E731
+            if proxy.name != space.name or tokens(proxy) != tokens(space):
+                raise UserError(
+                    f"the supernet's space {proxy.name!r} is not a proxy of benchmark {self.name!r}'s network: it must offer the "
+                    f"same layers and choices (only space.resolution, space.width_mult and space.num_classes may differ)"
+                )
 
     def lookup(self, arch: Arch) -> BenchmarkRecord:
         """The record of ``arch``'s network (equivalent architectures share one)."""

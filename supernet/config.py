@@ -74,6 +74,13 @@ class EvalConfig(Section):
     images: int = Field(default=0, ge=0)  # 0 = the whole search-time validation split
     batch_size: int = Field(default=500, ge=1)  # evaluation chunk: speed only
     channels_last: bool = True  # input layout (changes float rounding); default: supernet.channels_last
+    # what a path's estimate is: its top-1 accuracy (%) on the validation images, or minus its mean cross-entropy
+    # there (the same logits, a less quantised statistic; the search then maximises ``neg_loss``, not ``accuracy``)
+    score: Literal["accuracy", "neg_loss"] = "accuracy"
+    # 0: each network is scored by its own path. N > 0: a per-layer additive model (one-hot choices, ridge) is
+    # fitted to the scores of N seeded random paths, and its prediction is the estimate of every network
+    # (smoothing the per-path noise; a network costs no evaluation). supernet.estimate documents it.
+    additive_paths: int = Field(default=0, ge=0)
 
 
 class SupernetConfig(OptimConfig):
@@ -82,6 +89,10 @@ class SupernetConfig(OptimConfig):
     warmup_steps: WarmupSteps = 20
     shared_grad: Literal["mean", "sum"] = "mean"  # fair step: average the m-fold accumulated grads of shared parts
     grad_clip: float = Field(default=5.0, ge=0)  # 0 disables
+    # in-place distillation (fair sampler only): each path's loss is (1 - d) x cross-entropy + d x KL to the soft
+    # labels of the largest path (the most multiply-adds per layer), run without gradients on the same batch, so
+    # strict fairness holds (each choice still trained exactly once per step); 0 disables
+    distill: float = Field(default=0.0, ge=0, le=1)
     zero_init_residual: bool = True  # residual choice blocks start as identity (last BN scale 0): BENCHMARKS.md
     choice_init: Literal["independent", "aligned"] = "aligned"  # a layer's choices start as one function (BENCHMARKS.md)
     micro_batches: int = Field(default=1, ge=1)  # per-rank batch split in chunks (per-chunk BN stats), grads averaged

@@ -10,7 +10,8 @@ What one estimate is (the definition both evaluation paths implement, and the te
    statistics; with ``calib_batch_size >= calib_images`` they are the exact full-batch statistics.
    The calibration images are the same for every candidate (``Dataset.calibration_batch``: training
    images drawn at random across classes with a fixed seed, eval preprocessing).
-3. Top-1 accuracy (percent) of the network in eval mode on the search-time validation split.
+3. Top-1 accuracy (percent) of the network in eval mode on the search-time validation split, and minus the mean
+   cross-entropy of the same logits (``score`` picks which one ``evaluate`` returns).
 
 The stem and separable block keep their trained statistics. They are architecture-independent: their
 input is the image itself, so the running statistics accumulated during supernet training already
@@ -54,10 +55,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -65,12 +67,11 @@ from supernet.arch import Arch
 from supernet.config import EvalConfig
 from supernet.data import Dataset, TensorLoader
 from supernet.errors import UserError
-from supernet.io import read_json, write_json
 from supernet.model import MobileNet
 from supernet.supernet import Supernet
 
 Genes = tuple[int, ...]
-CACHE_FORMAT = "moga-subnet-accuracy-v1"
+SCORES = ("accuracy", "neg_loss")  # what ``evaluate`` returns per path: top-1 % or minus the mean cross-entropy
 
 
 @dataclass(frozen=True)
@@ -189,8 +190,9 @@ class SubnetEvaluator:
     ``calib_batch_size`` is the recalibration batch and so part of the definition of the estimate;
     ``batch_size`` only chunks the evaluation passes (on CPU, chunks of ~100 images at 32² keep the
     activations cache-resident and run about twice as fast as chunks of 500). ``channels_last`` (NHWC)
-    is ~1.5x faster on CPU; it changes float rounding, so keep it fixed within one search. Results are cached by
-    architecture string in ``cache``; ``save_cache``/``load_cache`` persist it as JSON.
+    is ~1.5x faster on CPU; it changes float rounding, so keep it fixed within one search. ``score`` chooses what
+    ``evaluate`` returns: ``accuracy`` (top-1 %) or ``neg_loss`` (minus the mean cross-entropy of the same
+    logits). Both are cached by architecture string in ``cache``.
     """
 
     def __init__(
@@ -208,12 +210,15 @@ class SubnetEvaluator:
         calib_batch_size: int = 100,
         progress: bool = False,
         max_working_bytes: int | None = None,
+        score: str = "accuracy",
     ) -> None:
         net_device = next(net.parameters()).device
         if device is not None and torch.device(device) != net_device:
             raise ValueError(f"the supernet is on {net_device}, not {device}: move it before building the evaluator")
         if calib_images < 0 or eval_images < 0 or batch_size < 1 or calib_batch_size < 1:
             raise ValueError(f"invalid evaluator sizes: {calib_images=}, {eval_images=}, {batch_size=}, {calib_batch_size=}")
+        if score not in SCORES:
+            raise ValueError(f"unknown score {score!r}: use one of {', '.join(SCORES)}")
         if any(isinstance(m, nn.SyncBatchNorm) for m in net.modules()):
             # Ranks evaluate different candidates: synchronised statistics would mix (or hang) them.
             raise ValueError("the supernet has SyncBatchNorm layers: evaluate a copy with plain BatchNorm2d")
@@ -225,7 +230,8 @@ class SubnetEvaluator:
         if max_working_bytes is None and net_device.type == "cuda":
             max_working_bytes = torch.cuda.get_device_properties(net_device).total_memory // 2
         self.max_working_bytes = max_working_bytes  # None: unbounded
-        self.cache: dict[str, float] = {}
+        self.score = score
+        self.cache: dict[str, tuple[float, float]] = {}  # architecture -> (accuracy %, minus cross-entropy)
         # Work counters, for tests and benchmarks: blocks run (trie nodes) and heads run (leaves).
         self.blocks_run = 0
         self.heads_run = 0
@@ -237,21 +243,27 @@ class SubnetEvaluator:
     def from_config(cls, net: Supernet, dataset: Dataset, cfg: EvalConfig, seed: int = 0, **kwargs: Any) -> SubnetEvaluator:
         """From the config's evaluation section (``supernet.eval``); ``kwargs``: ``device``, ``use_trie``, ``progress``, ..."""
         sizes = {"calib_images": cfg.calib_images, "eval_images": cfg.images, "batch_size": cfg.batch_size}
-        return cls(net, dataset, **sizes, seed=seed, channels_last=cfg.channels_last, calib_batch_size=cfg.calib_batch_size, **kwargs)
+        layout = {"channels_last": cfg.channels_last, "calib_batch_size": cfg.calib_batch_size, "score": cfg.score}
+        return cls(net, dataset, **sizes, seed=seed, **(layout | kwargs))
 
     # ------------------------------------------------------------------ public API
     def evaluate(self, archs: Sequence[Arch]) -> list[float]:
-        """Accuracy in percent for each architecture; cached ones are not recomputed."""
+        """The configured score (``score``: accuracy in percent, or minus the cross-entropy) of each architecture;
+        cached ones are not recomputed."""
+        column = SCORES.index(self.score)
+        return [float(v) for v in self.scores(archs)[:, column]]
+
+    def scores(self, archs: Sequence[Arch]) -> np.ndarray:
+        """Per architecture, (top-1 accuracy %, minus the mean cross-entropy) from the same validation logits:
+        the loss is a less quantised statistic of the same predictions. Cached by architecture string."""
         keys = [self._key(a) for a in archs]
         todo = {k: a for k, a in zip(keys, archs, strict=True) if k not in self.cache}
         if todo:
             labels = self._shared_activations()[1]
             for key, logits in zip(todo, self._logits([a.genes for a in todo.values()]), strict=True):
-                self.cache[key] = 100.0 * int((logits.argmax(1) == labels).sum()) / len(labels)
-        return [self.cache[k] for k in keys]
-
-    def evaluate_one(self, arch: Arch) -> float:
-        return self.evaluate([arch])[0]
+                accuracy = 100.0 * int((logits.argmax(1) == labels).sum()) / len(labels)
+                self.cache[key] = (accuracy, -float(F.cross_entropy(logits.float(), labels)))
+        return np.array([self.cache[k] for k in keys], dtype=np.float64).reshape(-1, 2)
 
     def logits(self, archs: Sequence[Arch]) -> list[Tensor]:
         """Validation logits of each architecture (not cached): for ensembles, debugging and tests."""
@@ -278,24 +290,8 @@ class SubnetEvaluator:
             "val_images": self._num_val_images(),
             "seed": self.seed,
             "channels_last": self.channels_last,  # changes float rounding, so possibly an argmax
+            "score": self.score,
         }
-
-    def save_cache(self, path: str | Path) -> None:
-        write_json(path, {"format": CACHE_FORMAT, "settings": self.settings(), "accuracy": self.cache})
-
-    def load_cache(self, path: str | Path) -> int:
-        """Merge a saved cache made with the same settings; returns the number of entries read."""
-        data = read_json(path)
-        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or not isinstance(data.get("accuracy"), dict):
-            raise UserError(f"{path}: not a subnet accuracy cache (expected format {CACHE_FORMAT!r})")
-        mine = self.settings()
-        theirs = data.get("settings", {})
-        for key, value in mine.items():
-            if theirs.get(key) != value:
-                raise UserError(f"{path}: cache was made with {key}={theirs.get(key)!r}, this evaluator uses {key}={value!r}")
-        entries = {str(k): float(v) for k, v in data["accuracy"].items()}
-        self.cache.update(entries)
-        return len(entries)
 
     # ------------------------------------------------------------------ inputs, computed once
     def _key(self, arch: Arch) -> str:

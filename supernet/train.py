@@ -21,6 +21,10 @@ Design choices (documented here because the papers leave them open):
   once per step with one flat all-reduce. BatchNorm uses per-rank batch statistics (standard DDP);
   ``micro_batches=k`` on one process computes exactly what k ranks compute (k chunks, per-chunk BN
   statistics, averaged gradients). Only rank 0 writes files.
+* ``distill: d`` (fair sampler only): per micro-batch the largest path (``teacher_genes``) runs once more, without
+  gradients, on the detached features; each path's loss is (1 - d) x cross-entropy + d x KL(teacher || path). Every
+  choice is still trained exactly once per step; the teacher's train-mode forward also updates its blocks' (and the
+  head's) BN running statistics, which estimates recalibrate anyway. Curves report the cross-entropy part only.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from supernet.arch import Arch
@@ -56,6 +61,7 @@ from supernet.data import Dataset, TensorLoader
 from supernet.distributed import DistContext, allreduce_gradients, broadcast_state, gather_rng_states, prepare_device
 from supernet.errors import UserError
 from supernet.io import atomic_write_text, write_json
+from supernet.model import cost_tables
 from supernet.optim import Precision, Update, build_optimizer, build_scheduler
 from supernet.sampler import FairnessAudit, Genes, PathSampler, make_sampler
 from supernet.space import SearchSpace, space_from_spec, space_spec
@@ -65,6 +71,8 @@ SUPERNET_FORMAT = "moga-supernet-v1"
 # Supernet settings that do not change the trained weights (validation, its evaluation section, checkpoint
 # frequency): a run may be resumed, or a finished run reused, with other values.
 NON_WEIGHT_KEYS = ("eval", "eval_every", "eval_paths", "checkpoint_every")
+# Settings added later, left out of the fingerprint at these values: earlier finished runs keep being recognised.
+FINGERPRINT_DEFAULTS: dict[str, Any] = {"distill": 0.0}
 
 
 def derive_seed(seed: int, *key: object) -> int:
@@ -78,7 +86,7 @@ def derive_seed(seed: int, *key: object) -> int:
 class StepStats:
     """What one step's ``step_fn`` reports (this rank's share)."""
 
-    loss: float  # mean over paths
+    loss: float  # mean cross-entropy over paths (without the distillation term: curves stay comparable)
     correct: float  # fraction of correct predictions, mean over paths
     path_images: int  # images x paths processed
 
@@ -150,11 +158,12 @@ def train_supernet(
     audit = FairnessAudit(space.n_choices, strict=cfg.sampler == "fair")
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     precision = Precision(device, cfg.amp)
+    teacher = teacher_genes(space) if cfg.distill else None  # once per run
 
     def step_fn(x: Tensor, y: Tensor) -> StepStats:
         paths = sampler.sample()  # the same permutations on every rank (same sampler seed)
         audit.record(paths)  # raises if a fair step is not strictly fair
-        return supernet_step(net, x, y, paths, criterion, precision, cfg.shared_grad, cfg.micro_batches)
+        return supernet_step(net, x, y, paths, criterion, precision, cfg.shared_grad, cfg.micro_batches, cfg.distill, teacher)
 
     def write_fairness() -> None:
         names = [[c.token for c in layer.choices] for layer in space.layers]
@@ -253,14 +262,17 @@ def supernet_step(
     precision: Precision,
     shared_grad: str = "mean",
     micro_batches: int = 1,
+    distill: float = 0.0,
+    teacher: Genes | None = None,
 ) -> StepStats:
     """All gradients of one supernet step (before the single optimizer update).
 
     ``micro_batches=k`` splits the batch into k chunks (BN statistics per chunk, gradients averaged):
     what k DDP ranks compute, on one process - and a way to fit large batches in memory.
+    ``distill > 0``: in-place distillation from ``teacher`` (default: ``teacher_genes(net.space)``, per call).
     """
     chunks = list(zip(x.tensor_split(micro_batches), y.tensor_split(micro_batches), strict=True))
-    stats = [fair_step(net, xc, yc, paths, criterion, precision, 1.0 / len(chunks)) for xc, yc in chunks]
+    stats = [fair_step(net, xc, yc, paths, criterion, precision, 1.0 / len(chunks), distill, teacher) for xc, yc in chunks]
     if shared_grad == "mean" and len(paths) > 1:
         # Stem, separable block and head were trained by every path: average instead of summing, so
         # they see a single network's gradient scale. Choice blocks were each trained once: untouched.
@@ -282,6 +294,8 @@ def fair_step(
     criterion: nn.Module,
     precision: Precision,
     loss_scale: float = 1.0,
+    distill: float = 0.0,
+    teacher: Genes | None = None,
 ) -> StepStats:
     """Gradients of one FairNAS step on one batch: every path on the same images, accumulated in ``.grad``.
 
@@ -293,12 +307,17 @@ def fair_step(
         features = net.shared_features(x)
     # float32 leaf: under autocast the m paths' feature gradients are summed in float32, not in half precision
     detached = features.detach().float().requires_grad_()
+    soft = None
+    if distill:  # the teacher, without gradients; in train mode it updates its blocks' BN running statistics
+        with torch.no_grad(), precision.autocast():
+            soft = F.softmax(net.forward_path(detached, teacher or teacher_genes(net.space)).float(), dim=1)
     losses, hits = [], []
     for genes in paths:  # path k takes choice perm_l[k] at layer l
         with precision.autocast():
             logits = net.forward_path(detached, genes)
             loss = criterion(logits, y)
-        precision.backward(loss * loss_scale)  # choice blocks + head; ``detached.grad`` accumulates (scaled alike)
+            objective = loss if soft is None else distill_loss(loss, logits, soft, distill)
+        precision.backward(objective * loss_scale)  # choice blocks + head; ``detached.grad`` accumulates (scaled alike)
         losses.append(loss.detach().float())
         hits.append((logits.detach().argmax(1) == y).float().mean())
     features.backward(detached.grad.to(features.dtype))  # the shared part, once, with the sum over paths
@@ -307,9 +326,22 @@ def fair_step(
     return StepStats(loss_sum / len(paths), correct / len(paths), len(paths) * len(x))
 
 
+def teacher_genes(space: SearchSpace) -> Genes:
+    """The largest path: per layer the choice with the most multiply-adds (ties: the lowest index)."""
+    return tuple(int(np.argmax(macs)) for macs in cost_tables(space)[3])  # argmax: the first maximum
+
+
+def distill_loss(ce: Tensor, logits: Tensor, soft: Tensor, distill: float) -> Tensor:
+    """(1 - d) x cross-entropy + d x KL(soft || softmax(logits)), the KL averaged over the batch."""
+    kl = F.kl_div(F.log_softmax(logits.float(), dim=1), soft, reduction="batchmean")
+    return (1.0 - distill) * ce + distill * kl
+
+
 # ============================================================================ 4. below the trainer: inputs, fingerprint, start, validation
 def _check_inputs(space: SearchSpace, dataset: Dataset, cfg: SupernetConfig, ctx: DistContext) -> None:
     check_classes(dataset, space)
+    if cfg.distill and cfg.sampler != "fair":
+        raise UserError(f"supernet.distill: in-place distillation is defined for the fair sampler only, not sampler: {cfg.sampler}")
     if cfg.eval_paths and cfg.eval.calib_images > len(dataset.train):
         raise UserError(f"supernet.eval.calib_images={cfg.eval.calib_images} exceeds the {len(dataset.train)} training images")
     if cfg.batch_size % (ctx.world_size * cfg.micro_batches):
@@ -336,6 +368,9 @@ def train_loader(dataset: Dataset, cfg: OptimConfig, seed: int, ctx: DistContext
 def training_fingerprint(space: SearchSpace, dataset: Dataset, cfg: SupernetConfig, seed: int) -> dict[str, Any]:
     """Everything the trained weights depend on: a finished run with the same one is not redone."""
     s = space
+    dump = cfg.model_dump(mode="json")
+    left_out = {*NON_WEIGHT_KEYS, *(k for k, v in FINGERPRINT_DEFAULTS.items() if dump[k] == v)}
+    supernet = {k: v for k, v in dump.items() if k not in left_out}
     return {
         "space": {
             "name": s.name,
@@ -347,7 +382,7 @@ def training_fingerprint(space: SearchSpace, dataset: Dataset, cfg: SupernetConf
         },
         "data": data_fingerprint(dataset),
         "seed": seed,
-        "supernet": {k: v for k, v in cfg.model_dump(mode="json").items() if k not in NON_WEIGHT_KEYS},
+        "supernet": supernet,
     }
 
 

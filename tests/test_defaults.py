@@ -133,7 +133,9 @@ def test_the_trained_weights_fingerprint_has_the_keys_it_always_had(monkeypatch)
         "label_smoothing", "shared_grad", "grad_clip", "augment", "zero_init_residual", "choice_init", "micro_batches",
         "channels_last", "amp",
     }  # fmt: skip
-    assert set(base["supernet"]) == set(SupernetConfig.model_fields) - set(NON_WEIGHT_KEYS)
+    # every other field is in it; one added later only where it differs from its default (earlier runs keep theirs)
+    assert set(base["supernet"]) == set(SupernetConfig.model_fields) - set(NON_WEIGHT_KEYS) - set(train.FINGERPRINT_DEFAULTS)
+    assert training_fingerprint(space, None, SupernetConfig(distill=0.5), 0)["supernet"]["distill"] == 0.5
 
 
 def test_a_model_trained_before_retrain_nesterov_existed_keeps_its_fingerprint():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from supernet import Arch, UserError, get_space
+from supernet import Arch, get_space
 from supernet.data import Dataset, Split
 from supernet.evaluate import SubnetEvaluator, count_prefixes, extract_recalibrated
 from supernet.supernet import Supernet
@@ -153,7 +153,7 @@ def test_cache_hits_are_not_recomputed(net, data):
     ev.evaluate([*pop, new])
     assert ev.heads_run == heads + 1
     assert ev.blocks_run - blocks == net.space.num_layers  # only the new path runs
-    assert all(0.0 <= acc <= 100.0 for acc in ev.cache.values())
+    assert all(0.0 <= acc <= 100.0 for acc, _ in ev.cache.values())
 
 
 def test_recalibration_off_uses_running_stats(net, data):
@@ -197,18 +197,21 @@ def test_eval_images_is_a_seeded_subset_across_classes(net, data):
     assert torch.equal(ev.labels, _evaluator(net, data, eval_images=40).labels)
 
 
-def test_cache_round_trip_and_settings_check(net, data, tmp_path):
-    ev = _evaluator(net, data)
+def test_score_neg_loss_is_minus_the_cross_entropy_of_the_same_logits(net, data):
+    import torch.nn.functional as F
+
     pop = _population(net.space, n=3, seed=6)
-    accs = ev.evaluate(pop)
-    path = tmp_path / "cache.json"
-    ev.save_cache(path)
-    fresh = _evaluator(net, data)
-    assert fresh.load_cache(path) == len(ev.cache)
-    assert fresh.evaluate(pop) == accs
-    assert fresh.blocks_run == 0
-    with pytest.raises(UserError, match="calib_images"):
-        _evaluator(net, data, calib_images=100).load_cache(path)
+    acc_ev, loss_ev = _evaluator(net, data), _evaluator(net, data, score="neg_loss")
+    accs, neg_losses = acc_ev.evaluate(pop), loss_ev.evaluate(pop)
+    labels = loss_ev.labels
+    for acc, neg_loss, logits in zip(accs, neg_losses, acc_ev.logits(pop), strict=True):
+        assert acc == 100.0 * int((logits.argmax(1) == labels).sum()) / len(labels)
+        assert neg_loss == pytest.approx(-float(F.cross_entropy(logits, labels)), abs=1e-6)
+        assert neg_loss < 0
+    assert loss_ev.scores(pop)[:, 0].tolist() == accs  # one pass keeps both
+    assert loss_ev.settings()["score"] == "neg_loss"
+    with pytest.raises(ValueError, match="unknown score"):
+        _evaluator(net, data, score="loss")
 
 
 def test_rejects_architectures_of_another_space(net, data):

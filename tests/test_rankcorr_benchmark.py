@@ -17,17 +17,8 @@ import torch
 from lut.validate import kendall_tau
 from moga.cli import main
 from moga.experiment import Experiment
-from moga.rankcorr import (
-    benchmark_dir,
-    benchmark_sample,
-    bootstrap_ci,
-    equivalent_archs,
-    score_networks,
-    spearman_rho,
-    spearman_rho_along,
-    top_k_overlap,
-    top_k_overlap_along,
-)
+from moga.rankcorr import bootstrap_ci, spearman_rho, spearman_rho_along, top_k_overlap, top_k_overlap_along
+from moga.rankcorr_benchmark import benchmark_dir, benchmark_sample, equivalent_archs, score_networks
 from supernet.arch import Arch
 from supernet.benchmark import load_benchmark
 from supernet.errors import UserError
@@ -120,15 +111,17 @@ def test_benchmark_mode_end_to_end(nb_run, bench, capsys):
     exp, xp = nb_run
     assert main(["rank-corr", str(exp), *BENCH_ARGS, "--models", "20"]) == 0
     printed = capsys.readouterr().out
-    for text in ("20 nasbench_macro networks", "supernet  Kendall τ", "FLOPs     Kendall τ", "ceiling", "networks/min"):
+    for text in ("20 nasbench_macro networks", "estimate: accuracy", "FLOPs (no training)", "−skips", "ceiling", "networks/min"):
         assert text in printed, text
     out = benchmark_dir(xp, "nasbench_macro")
     assert out == xp.rankcorr_dir / "benchmark_nasbench_macro"
     assert not (xp.rankcorr_dir / "rankcorr.json").exists()  # the standalone rank-corr's files are elsewhere
     table = pd.read_csv(out / "rankcorr.csv", dtype={"code": str})
     assert list(table.columns) == [
-        "arch", "code", "supernet_acc", "supernet_neg_loss", "true_acc", "acc_seed0", "acc_seed1", "acc_seed2", "flops", "params", "paths",
+        "arch", "code", "estimate", "supernet_acc", "supernet_neg_loss", "true_acc", "acc_seed0", "acc_seed1", "acc_seed2", "flops",
+        "params", "skips", "paths",
     ]  # fmt: skip
+    assert list(table["estimate"]) == list(table["supernet_acc"])  # the default estimate: each path's top-1
     space = xp.space
     expected = benchmark_sample(bench, space, 20, derive_seed(xp.cfg.seed, "rankcorr-benchmark", "nasbench_macro"))
     assert list(table["code"]) == [a.code for a in expected] and table["code"].is_unique
@@ -137,6 +130,7 @@ def test_benchmark_mode_end_to_end(nb_run, bench, capsys):
         assert Arch.parse(space, row.arch).code == row.code
         assert row.true_acc == rec.mean_acc and (row.acc_seed0, row.acc_seed1, row.acc_seed2) == rec.test_acc
         assert (row.flops, row.params, row.paths) == (rec.flops, rec.params, 1)
+        assert row.skips == row.arch.count("skip")
 
     report = json.loads((out / "rankcorr.json").read_text())
     settings = (report["models"], report["equivalents"], report["all"], report["paths_scored"], report["top_k"])
@@ -144,14 +138,21 @@ def test_benchmark_mode_end_to_end(nb_run, bench, capsys):
     tau = scipy.stats.kendalltau(table["supernet_acc"], table["true_acc"]).statistic
     assert report["kendall_tau"]["value"] == pytest.approx(tau, abs=1e-6)
     assert report["spearman_rho"]["value"] == pytest.approx(scipy.stats.spearmanr(table["supernet_acc"], table["true_acc"])[0], abs=1e-6)
-    neg_loss = scipy.stats.kendalltau(table["supernet_neg_loss"], table["true_acc"]).statistic
-    assert report["supernet_neg_loss"]["kendall_tau"]["value"] == pytest.approx(neg_loss, abs=1e-6)
-    for proxy in ("flops", "params"):
-        expect = scipy.stats.kendalltau(table[proxy], table["true_acc"]).statistic
-        assert report["proxies"][proxy]["kendall_tau"]["value"] == pytest.approx(expect, abs=1e-6), proxy
+    baselines = report["baselines"]
+    for column in ("supernet_acc", "supernet_neg_loss", "flops", "params"):
+        expect = scipy.stats.kendalltau(table[column], table["true_acc"]).statistic
+        assert baselines[column]["kendall_tau"]["value"] == pytest.approx(expect, abs=1e-6), column
+    assert baselines["neg_skips"]["kendall_tau"]["value"] == pytest.approx(
+        scipy.stats.kendalltau(-table["skips"], table["true_acc"]).statistic
+    )
+    flops_tau = scipy.stats.kendalltau(table["flops"], table["true_acc"]).statistic
+    assert report["tau_minus_flops"]["value"] == pytest.approx(tau - flops_tau, abs=1e-6)
+    by_depth = [scipy.stats.kendalltau(g["supernet_acc"], g["true_acc"]).statistic for _, g in table.groupby("skips") if len(g) >= 10]
+    want = np.nanmean(by_depth) if by_depth and not np.isnan(by_depth).all() else None
+    assert report["within_depth_tau"] == (None if want is None else pytest.approx(want, abs=1e-6))
     ceiling = mean_pairwise_scipy_tau([table[f"acc_seed{j}"] for j in range(3)])
     assert report["seed_to_seed_tau"]["value"] == pytest.approx(ceiling, abs=1e-6)
-    for stat in (report["kendall_tau"], report["proxies"]["flops"]["kendall_tau"], report["seed_to_seed_tau"]):
+    for stat in (report["kendall_tau"], baselines["flops"]["kendall_tau"], report["seed_to_seed_tau"]):
         lo, hi = stat["ci95"]
         assert lo <= stat["value"] <= hi
     scoring = report["scoring"]
@@ -225,6 +226,61 @@ def test_benchmark_mode_user_errors(nb_run, tmp_path, capsys):
     assert "describes space 'nasbench_macro', not 'tiny'" in error(str(foreign), *BENCH_ARGS, "--models", "5")
     narrow = write_experiment(tmp_path, tmp_path / "run", name="narrow.yaml", space={**NASBENCH, "width_mult": 0.5})
     assert "width 0.5" in error(str(narrow), *BENCH_ARGS, "--all")
+    # a proxy supernet (reduced width) declaring the full network it estimates is accepted; another space is not
+    assert "lut.resolution/num_classes/width_mult" in error(str(narrow), *BENCH_ARGS, "--all", "lut.width_mult=0.75")
+    assert "--split and --all" in error(str(exp), *BENCH_ARGS, "--split", "dev", "--all")
+    assert "exceeds the 300 networks of the dev split" in error(str(exp), *BENCH_ARGS, "--split", "dev", "--models", "301")
+    assert "unknown proxy 'synflop'" in error(str(exp), *BENCH_ARGS, "--models", "5", "--zero-cost", "synflop")
+    assert "--zero-cost needs --benchmark" in error(str(exp), "--models", "5", "--zero-cost", "all")
+
+
+def test_split_is_fixed_disjoint_and_independent_of_the_experiment_seed(bench):
+    from moga.rankcorr_benchmark import DEV_SIZE, split_sample
+
+    dev, seed = split_sample(bench, bench.space, "dev", None)
+    held, seed2 = split_sample(bench, bench.space, "heldout", None)
+    assert seed == seed2 and len(dev) == DEV_SIZE == 300 and len(held) == 1000
+    assert not {a.code for a in dev} & {a.code for a in held}
+    first50 = [a.code for a in split_sample(bench, bench.space, "dev", 50)[0]]
+    assert first50 == sorted(first50) and set(first50) <= {a.code for a in dev}
+    assert len(split_sample(bench, bench.space, "heldout", 3669)[0]) == 3669  # every network outside dev
+    with pytest.raises(UserError, match="--split"):
+        split_sample(bench, bench.space, "test", None)
+
+
+@pytest.mark.slow
+def test_proxy_supernet_with_additive_estimate_on_the_dev_split(bench, tmp_path, capsys):
+    """A half-width 16x16 proxy supernet estimates the full networks: FLOPs are the table's (full network), the
+    estimate is the additive model of the proxy's minus-loss scores, the sample is the dev split."""
+    from moga.rankcorr_benchmark import split_sample
+
+    make_image_folder(tmp_path / "data", classes=tuple(f"c{i}" for i in range(10)), train=4, val=1)
+    exp = write_experiment(
+        tmp_path, tmp_path / "run", space={**NASBENCH, "width_mult": 0.25, "resolution": 16}, data={"search_val_per_class": 2},
+        lut={"tables": {}, "width_mult": 1.0, "resolution": 32},
+        supernet={"eval": {"calib_images": 8, "calib_batch_size": 8, "images": 0, "batch_size": 20, "score": "neg_loss", "additive_paths": 30}},
+    )  # fmt: skip
+    xp = Experiment.load(exp)
+    torch.manual_seed(0)
+    save_supernet(xp.supernet_file, Supernet(xp.space), {"seed": xp.cfg.seed})
+    assert main(["rank-corr", str(exp), *BENCH_ARGS, "--split", "dev", "--models", "40"]) == 0
+    assert "estimate: additive(neg_loss, 30 paths)" in capsys.readouterr().out
+    report = json.loads((benchmark_dir(xp, "nasbench_macro", "dev") / "rankcorr.json").read_text())
+    table = pd.read_csv(benchmark_dir(xp, "nasbench_macro", "dev") / "rankcorr.csv", dtype={"code": str})
+    assert report["split"] == "dev" and report["trained_space"]["width_mult"] == 0.25 and report["described_space"]["resolution"] == 32
+    assert list(table["code"]) == [a.code for a in split_sample(bench, bench.space, "dev", 40)[0]]
+    assert list(table["flops"]) == [bench.records[c].flops for c in table["code"]]
+    assert report["estimate"]["paths_fitted"] == 30 and report["scoring"]["heads_run"] == 40 + 30
+    # the estimate is the additive model's: equal for equivalent networks, refit independently here
+    from supernet.estimate import AdditiveModel, fit_paths
+    from supernet.train import derive_seed
+
+    net = load_supernet(xp.supernet_file, space=xp.space)
+    fit = fit_paths(xp.space, 30, derive_seed(xp.cfg.seed, "additive-paths"))
+    y = xp.evaluator(net, score="neg_loss").evaluate(fit)
+    model = AdditiveModel(xp.space.n_choices).fit(np.array([a.genes for a in fit]), y)
+    genes = np.array([Arch.parse(bench.space, c).genes for c in table["code"]])
+    assert list(table["estimate"]) == pytest.approx(list(model.predict(genes)), abs=1e-9)
 
 
 # ----------------------------------------------------------------------------- statistics vs brute force

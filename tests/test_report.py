@@ -286,3 +286,28 @@ def test_rank_correlation_against_a_benchmark_shows_baselines_and_ceiling(tmp_pa
     assert costs is not None and costs.rows == [
         ["rank-corr", "done", "1 min 15 s", "100 networks of nasbench_macro scored by the supernet", "rankcorr/benchmark_nasbench_macro/"]
     ]
+
+
+def test_rank_correlation_report_lists_every_baseline_of_the_current_format(tmp_path):
+    """``rankcorr.json`` with ``baselines`` (per-path scores, counts, zero-cost proxies) and a named estimate."""
+    import json
+
+    from moga.report_sections import rank_correlations
+
+    stat = {"value": 0.5, "ci95": [0.4, 0.6]}
+    other = {"kendall_tau": {"value": 0.3, "ci95": [0.2, 0.4]}, "spearman_rho": stat, "top_k_overlap": stat, "within_depth_tau": 0.1}
+    folder = tmp_path / "rankcorr" / "benchmark_nasbench_macro_heldout"
+    folder.mkdir(parents=True)
+    report = {
+        "kendall_tau": stat, "spearman_rho": stat, "top_k_overlap": stat, "top_k": 100, "benchmark": "nasbench_macro", "models": 1000,
+        "baselines": {"supernet_neg_loss": other, "flops": other, "neg_skips": other, "synflow": other},
+        "estimate": {"estimate": "additive(neg_loss, 600 paths)"}, "supernet_acc": "SubnetEvaluator", "seed_to_seed_tau": stat,
+    }  # fmt: skip
+    (folder / "rankcorr.json").write_text(json.dumps(report))
+    (view,) = rank_correlations(tmp_path)
+    assert [row[0] for row in view.stats.rows] == [
+        "supernet estimate", "supernet, minus cross-entropy", "flops (no training)", "minus the skips (no training)",
+        "synflow (zero-cost)", "ceiling: seed-to-seed τ of the ground truth",
+    ]  # fmt: skip
+    assert view.stats.rows[1][1] == "0.300 (95% CI 0.200 to 0.400)" and view.stats.rows[1][3] != DASH
+    assert dict(view.facts)["estimate"].startswith("additive(neg_loss, 600 paths)")

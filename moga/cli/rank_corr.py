@@ -33,6 +33,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--all", action="store_true", help="with --benchmark: score every distinct network of the table (instead of --models)")
     p.add_argument(
+        "--split", choices=("dev", "heldout"), default=None,
+        help="with --benchmark: the fixed development sample (300 networks) to choose settings on, or the disjoint held-out "
+        "sample (--models, default 1000) to report on",
+    )  # fmt: skip
+    p.add_argument(
+        "--zero-cost", default="none", metavar="NAMES",
+        help="with --benchmark: zero-cost baselines on the full networks at initialisation, comma-separated "
+        "(synflow,naswot,snip,grad_norm), all, or none (default)",
+    )  # fmt: skip
+    p.add_argument(
         "--equivalents", choices=("canonical", "mean"), default=None,
         help="with --benchmark: score each network's canonical path (default) or the mean over all its equivalent codes' paths",
     )  # fmt: skip
@@ -55,10 +65,13 @@ def cmd_rank_corr(args: argparse.Namespace) -> None:
     if args.benchmark is not None:
         if args.seeds is not None:
             raise UserError("--seeds does not apply with --benchmark: the table's own seeds are the ground truth (nothing is trained)")
-        if (args.models is None) == (not args.all):
-            raise UserError("with --benchmark give exactly one of --models N (a random sample of the table's networks) and --all")
+        if args.split is not None and args.all:
+            raise UserError("--split and --all exclude each other: --split takes the split's networks (--models of them)")
+        if args.split is None and (args.models is None) == (not args.all):
+            raise UserError("with --benchmark give exactly one of --models N (a random sample of the table's networks), --all and --split")
         return _rank_corr_benchmark(args)
-    for flag, given in (("--all", args.all), ("--equivalents", args.equivalents is not None)):
+    benchmark_only = (("--all", args.all), ("--equivalents", args.equivalents is not None), ("--split", args.split is not None))
+    for flag, given in (*benchmark_only, ("--zero-cost", args.zero_cost != "none")):
         if given:
             raise UserError(f"{flag} needs --benchmark NAME (it picks networks of a tabular benchmark)")
     if args.models is None:
@@ -79,9 +92,20 @@ def cmd_rank_corr(args: argparse.Namespace) -> None:
     print(f"  {out}/: rankcorr.csv, rankcorr.json, rankcorr.png")
 
 
+def zero_cost_names(text: str) -> tuple[str, ...]:
+    """``--zero-cost``: ``none``, ``all`` or a comma-separated list of proxy names (checked by the command)."""
+    from supernet.zerocost import ZERO_COST
+
+    if text.strip() == "none":
+        return ()
+    if text.strip() == "all":
+        return ZERO_COST
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def _rank_corr_benchmark(args: argparse.Namespace) -> None:
     from moga.experiment import Experiment
-    from moga.rankcorr import benchmark_dir, rank_correlation_benchmark
+    from moga.rankcorr_benchmark import benchmark_dir, rank_correlation_benchmark
 
     exp = Experiment.load(args.experiment, args.overrides)
     report = on_every_rank(
@@ -91,32 +115,42 @@ def _rank_corr_benchmark(args: argparse.Namespace) -> None:
         exp,
         args.benchmark,
         None if args.all else args.models,
+        split=args.split,
         equivalents=args.equivalents or "canonical",
+        zero_cost=zero_cost_names(args.zero_cost),
         top_k=args.top_k,
         resamples=args.resamples,
     )
     if report is None:
         return
-    which = "all" if report["all"] else "a random sample"
+    which = "all" if report["all"] else f"the {report['split']} split" if report["split"] else "a random sample"
     print(
         f"rank-corr: {report['models']} {report['benchmark']} networks ({which}, {report['equivalents']} paths: "
-        f"{report['paths_scored']} scored); supernet (search_val) vs the table's mean test accuracy"
+        f"{report['paths_scored']} scored); estimates vs the table's mean test accuracy"
     )
-    print(
-        f"  supernet  Kendall τ {_statistic(report['kendall_tau'])}   Spearman ρ {_statistic(report['spearman_rho'])}   "
-        f"top-{report['top_k']} overlap {_statistic(report['top_k_overlap'])}"
-    )
-    print(f"  supernet −val loss  Kendall τ {_statistic(report['supernet_neg_loss']['kendall_tau'])}   (the same logits' cross-entropy)")
-    for name, stats in report["proxies"].items():
-        label = {"flops": "FLOPs", "params": "params"}.get(name, name)
-        print(f"  {label:<8}  Kendall τ {_statistic(stats['kendall_tau'])}   (zero-training proxy)")
-    print(f"  ceiling   Kendall τ {_statistic(report['seed_to_seed_tau'])}   (the table's seed-to-seed τ)")
+    rows = [(f"estimate: {report['estimate']['estimate']}", report)]
+    rows += [(BASELINE_LABELS.get(name, f"{name} (zero-cost)"), stats) for name, stats in report["baselines"].items()]
+    for label, stats in rows:
+        print(f"  {label:<34} Kendall τ {_statistic(stats['kendall_tau'])}   within one depth {stats['within_depth_tau']}")
+    print(f"  {'τ(estimate) − τ(FLOPs)':<34} {_statistic(report['tau_minus_flops'])}")
+    print(f"  {'ceiling (the table, seed to seed)':<34} Kendall τ {_statistic(report['seed_to_seed_tau'])}")
     sc = report["scoring"]
     print(
         f"  scoring {sc['wall_seconds']:.1f} s ({sc['networks_per_min']:.0f} networks/min), {sc['blocks_run']} blocks run "
-        f"vs {sc['blocks_one_by_one']} one by one; statistics {report['statistics_wall_seconds']:.1f} s"
+        f"vs {sc['blocks_one_by_one']} one by one; estimate {sc['estimate_wall_seconds']:.1f} s, zero-cost "
+        f"{sc['zero_cost_wall_seconds']:.1f} s; statistics {report['statistics_wall_seconds']:.1f} s"
     )
-    print(f"  {benchmark_dir(exp, report['benchmark'])}/: rankcorr.csv, rankcorr.json, rankcorr.png")
+    print(f"  {benchmark_dir(exp, report['benchmark'], report['split'])}/: rankcorr.csv, rankcorr.json, rankcorr.png")
+
+
+BASELINE_LABELS = {
+    "supernet_acc": "supernet top-1, per path",
+    "supernet_neg_loss": "supernet −val loss, per path",
+    "flops": "FLOPs (no training)",
+    "params": "params (no training)",
+    "neg_skips": "−skips (no training)",
+    "latency_ms": "latency (no training)",
+}
 
 
 def _statistic(stat: dict[str, Any]) -> str:
