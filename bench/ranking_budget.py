@@ -19,7 +19,8 @@ paths once; then every estimator is read from those scores:
 Statistics are ``moga rank-corr``'s (``moga.rankcorr_benchmark.benchmark_statistics``): τ-b with a paired
 bootstrap 95 % interval, ρ, top-10 % overlap, τ within one depth, τ − τ(FLOPs) with its interval; beside them
 FLOPs, params, minus the skips, the zero-cost proxies (``--zero-cost``) and the table's seed-to-seed τ.
-Writes ``ranking.csv`` (a row per run and estimator) and ``ranking.png`` (τ against training minutes, one line
+Writes ``ranking_<split>.csv`` (a row per run and estimator; rows of runs measured earlier into the same
+``--out`` are kept, so runs can be measured as they finish) and ``ranking_<split>.png`` (τ against training minutes, one line
 per estimator, FLOPs / the best zero-cost proxy / the ceiling as horizontal lines) to ``--out``, and prints a table.
 """
 
@@ -167,7 +168,11 @@ def main() -> None:
     rows = [row for run in args.runs for row in measure(run, args.split, paths, sets, zero_cost, args.resamples)]
     df = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(args.out / f"ranking_{args.split}.csv", index=False)
+    csv = args.out / f"ranking_{args.split}.csv"
+    if csv.exists():  # runs measured earlier stay (one row set per run name: a run measured again replaces its rows)
+        earlier = pd.read_csv(csv)
+        df = pd.concat([earlier[~earlier["run"].isin(df["run"])], df], ignore_index=True)
+    df.to_csv(csv, index=False)
     plot(df, args.out / f"ranking_{args.split}.png")
     show = [
         "run",

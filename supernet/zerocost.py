@@ -85,7 +85,7 @@ def naswot_kernel(codes: Sequence[Tensor]) -> Tensor:
     for code in codes:
         s = code.reshape(len(code), -1).float() * 2 - 1
         for part in s.split(_CHUNK, 1):
-            k += (part @ part.T).double()
+            k += (part @ part.T).double() + part.shape[1]
     return k / 2
 
 
@@ -109,7 +109,8 @@ def _data_proxies(model: nn.Module, images: Tensor, labels: Tensor, wanted: set[
             h.remove()
     out: dict[str, float] = {}
     if "naswot" in wanted:
-        out["naswot"] = _finite(float(torch.linalg.slogdet(kernel[0])[1]))
+        # no activation module at all (a space of identity activations): no codes, every image alike
+        out["naswot"] = _finite(float(torch.linalg.slogdet(kernel[0])[1])) if kernel else -_MAX
     if grads:
         F.cross_entropy(logits, labels).backward()
         with torch.no_grad():

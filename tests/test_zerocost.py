@@ -107,7 +107,7 @@ def test_synflow_equals_a_hand_computation_and_ignores_the_batch_content(tiny, b
             p.abs_()
     weights = _weights(net)
     grads = torch.autograd.grad(net(torch.ones(1, 3, 16, 16, dtype=torch.float64)).sum(), weights)
-    expected = sum(float((w * g).abs().sum()) for w, g in zip(weights, grads, strict=True))
+    expected = sum(float((w.detach() * g).abs().sum()) for w, g in zip(weights, grads, strict=True))
     got = zero_cost_scores([arch], images, labels, ("synflow",))["synflow"][0]
     assert got == pytest.approx(expected, rel=1e-12)
     other = zero_cost_scores([arch], torch.rand_like(images) * 7 - 3, labels.flip(0), ("synflow",))["synflow"][0]
