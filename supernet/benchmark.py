@@ -93,13 +93,15 @@ class Benchmark:
             raise UserError(f"benchmark {self.name!r} describes space {self.space.name!r}, not {space.name!r}")
         if space != self.space:
             i = self.info
-            keys = "space.resolution/num_classes/width_mult/variant"
+            keys = "space.resolution/num_classes/width_mult/variant to match"
             if proxy is not None and proxy != space:
-                keys = "lut.resolution/num_classes/width_mult (the full network a proxy supernet estimates)"
+                keys = "lut.resolution/num_classes/width_mult to the full network the proxy supernet estimates"
+            elif proxy is not None and space.variant == i.variant:
+                keys += ", or, to train a reduced proxy, lut.resolution/num_classes/width_mult to the benchmark's network"
             raise UserError(
                 f"benchmark {self.name!r} describes space {i.space!r} at resolution {i.resolution}, {i.num_classes} classes, width "
                 f"{i.width_mult:g}, variant {i.variant}; this one is at resolution {space.resolution}, {space.num_classes} classes, "
-                f"width {space.width_mult:g}, variant {space.variant} (set {keys} to match)"
+                f"width {space.width_mult:g}, variant {space.variant} (set {keys})"
             )
         if proxy is not None and proxy != space:
             tokens = lambda s: [[c.token for c in layer.choices] for layer in s.layers]  # noqa: E731

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -363,3 +364,19 @@ def test_supernet_eval_takes_benchmark_codes(nb_run, capsys):
     assert f"22212202 ({string})" in lines[0] and lines[1].split()[0] == lines[0].split()[0]  # same accuracy
     assert main(["supernet", "eval", str(exp), "--arch", "22212203"]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+def test_the_shipped_experiment_is_a_proxy_of_the_benchmarked_network(bench):
+    """experiments/nasbench_macro.yaml trains a reduced proxy and declares the full network the table describes."""
+    xp = Experiment.load(Path(__file__).parents[1] / "experiments" / "nasbench_macro.yaml")
+    assert (xp.space.width_mult, xp.space.resolution) == (0.25, 16) and xp.lut_space == bench.space
+    bench.check_space(xp.lut_space, proxy=xp.space)
+    assert (xp.cfg.supernet.eval.score, xp.cfg.supernet.eval.additive_paths) == ("neg_loss", 600)
+    forgot = Experiment.load(Path(__file__).parents[1] / "experiments" / "nasbench_macro.yaml", ["lut.width_mult=0.25"])
+    with pytest.raises(UserError, match="width 0.25.*lut.resolution/num_classes/width_mult to the full network"):
+        bench.check_space(forgot.lut_space, proxy=forgot.space)
+    without = Experiment.load(
+        Path(__file__).parents[1] / "experiments" / "nasbench_macro.yaml", ["lut.width_mult=null", "lut.resolution=null"]
+    )
+    with pytest.raises(UserError, match="or, to train a reduced proxy, lut.resolution"):
+        bench.check_space(without.lut_space, proxy=without.space)
