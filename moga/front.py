@@ -2,6 +2,10 @@
 
 On a benchmarked space the front also carries ``true_accuracy`` and ``regret`` (``moga.truefront``); they are
 shown, and ``regret_summary`` gives the median regret of the front and the knee's.
+
+The search's own estimate is the ``accuracy`` column (%), or ``neg_loss`` (minus the supernet's validation loss,
+larger is better) when the supernet scored paths that way (``score_column``): the knee, the best model under a
+budget and sorting use whichever the front has; ``--min-accuracy`` needs a true ``accuracy`` column.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from moga.objectives import ESTIMATES
 from supernet.errors import UserError
 from supernet.readers import ColumnKind, read_csv_checked
 
@@ -19,6 +24,7 @@ FRONT_COLUMNS: dict[str, ColumnKind] = {
     "id": "int",
     "arch": "str",
     "accuracy": "finite",
+    "neg_loss": "finite",
     "params": "finite",
     "macs": "finite",
     "generation": "int",
@@ -48,10 +54,17 @@ def latency_column(front: pd.DataFrame) -> str | None:
     return "latency_ms" if "latency_ms" in front else next((c for c in front if c.startswith("latency_ms")), None)
 
 
-def two_d_front(front: pd.DataFrame, x: str, y: str = "accuracy") -> list:
+def score_column(front: pd.DataFrame) -> str | None:
+    """The column of the search's own estimate, larger is better: ``accuracy`` (%) or ``neg_loss`` (minus the
+    validation loss, ``supernet.eval.score: neg_loss``); None for a search without an accuracy objective."""
+    return next((c for c in ESTIMATES if c in front), None)
+
+
+def two_d_front(front: pd.DataFrame, x: str, y: str | None = None) -> list:
     """Row labels of the models non-dominated in (``y`` max, ``x`` min) alone, by increasing ``x``: the ones a
     user picking by accuracy and latency chooses from (a front of more objectives also holds models that are
-    there only for, e.g., their parameter count)."""
+    there only for, e.g., their parameter count). ``y``: default ``score_column``."""
+    y = y or score_column(front)
     data = front[[x, y]].dropna().sort_values([x, y], ascending=[True, False])
     best, keep = -np.inf, []
     for idx, acc in data[y].items():  # 2-D front: accuracy strictly increasing with cost
@@ -61,9 +74,10 @@ def two_d_front(front: pd.DataFrame, x: str, y: str = "accuracy") -> list:
     return keep
 
 
-def knee_index(front: pd.DataFrame, x: str, y: str = "accuracy") -> int | None:
+def knee_index(front: pd.DataFrame, x: str, y: str | None = None) -> int | None:
     """Row label of the knee of the accuracy-vs-cost trade-off: on the 2-D non-dominated subset, the point
-    farthest from the straight line joining its two extremes (in normalised units)."""
+    farthest from the straight line joining its two extremes (in normalised units). ``y``: default ``score_column``."""
+    y = y or score_column(front)
     data = front[[x, y]].dropna()
     keep = two_d_front(front, x, y)
     if len(keep) < 3:
@@ -76,12 +90,14 @@ def knee_index(front: pd.DataFrame, x: str, y: str = "accuracy") -> int | None:
     return keep[int(np.argmax(dist))]
 
 
-def best_under(front: pd.DataFrame, x: str, budgets: list[float]) -> dict[float, int | None]:
-    """For each budget, the row label with the highest accuracy whose ``x`` is within it."""
+def best_under(front: pd.DataFrame, x: str, budgets: list[float], y: str | None = None) -> dict[float, int | None]:
+    """For each budget, the row label with the highest ``y`` (default ``score_column``: accuracy or neg_loss) whose
+    ``x`` is within it."""
+    y = y or score_column(front)
     out: dict[float, int | None] = {}
     for budget in budgets:
         ok = front[front[x] <= budget]
-        out[budget] = None if ok.empty else int(ok["accuracy"].idxmax())
+        out[budget] = None if ok.empty else int(ok[y].idxmax())
     return out
 
 
@@ -95,7 +111,7 @@ def annotate(front: pd.DataFrame, budgets: list[float] | None = None) -> tuple[p
     x = latency_column(front) or ("macs" if "macs" in front else None)
     front = front.copy()
     front["mark"] = ""
-    if x is None or front.empty or "accuracy" not in front:  # a search without accuracy: no trade-off to mark
+    if x is None or front.empty or score_column(front) is None:  # a search without accuracy: no trade-off to mark
         return front, []
     budgets = budgets or default_budgets(front, x)
     knee = knee_index(front, x)
@@ -114,13 +130,18 @@ def filter_front(front: pd.DataFrame, max_latency: float | None, min_accuracy: f
             raise UserError("this front has no latency column, so --max-latency cannot apply")
         front = front[front[x] <= max_latency]
     if min_accuracy is not None:
+        if "accuracy" not in front and score_column(front) is not None:
+            raise UserError(
+                f"this front has no accuracy column (its search scored networks by {score_column(front)}, "
+                f"{ESTIMATES[str(score_column(front))]}), so --min-accuracy cannot apply"
+            )
         if "accuracy" not in front:
             raise UserError("this front has no accuracy column (its search had no accuracy objective), so --min-accuracy cannot apply")
         front = front[front["accuracy"] >= min_accuracy]
     if sort:
         if sort not in front:
             raise UserError(f"cannot sort by {sort!r}: columns are {', '.join(front.columns)}")
-        front = front.sort_values(sort, ascending=sort not in ("accuracy", "params"))
+        front = front.sort_values(sort, ascending=sort not in ("accuracy", "neg_loss", "params"))
     return front
 
 
@@ -135,8 +156,10 @@ def format_front(front: pd.DataFrame) -> str:
             show[col] = show[col].map("{:.3f}".format)
         elif col in ("accuracy", "true_accuracy", "regret"):
             show[col] = show[col].map("{:.2f}".format)
+        elif col == "neg_loss":
+            show[col] = show[col].map("{:.4f}".format)
     lat = [c for c in show if c.startswith("latency_ms")]
-    cols = [c for c in ["id", "accuracy", "true_accuracy", "regret", *lat, "params", "macs", "mark", "arch"] if c in show]
+    cols = [c for c in ["id", "accuracy", "neg_loss", "true_accuracy", "regret", *lat, "params", "macs", "mark", "arch"] if c in show]
     return show[cols].to_string(index=False)
 
 
@@ -145,10 +168,10 @@ def regret_summary(front: pd.DataFrame) -> str | None:
     if "regret" not in front or front["regret"].dropna().empty:
         return None
     line = f"ground truth: median regret {front['regret'].median():.2f} pp over {len(front)} models"
-    x = latency_column(front)
-    if x is not None and "accuracy" in front:
-        sub = front.loc[two_d_front(front, x)]
-        line += f" ({sub['regret'].median():.2f} pp over the {len(sub)} on the accuracy-latency front)"
+    x, y = latency_column(front), score_column(front)
+    if x is not None and y is not None:
+        sub = front.loc[two_d_front(front, x, y)]
+        line += f" ({sub['regret'].median():.2f} pp over the {len(sub)} on the {y}-latency front)"
     knee = front[front["mark"].str.contains("knee")] if "mark" in front else front.iloc[:0]
     if len(knee):
         k = knee.iloc[0]

@@ -199,7 +199,7 @@ def check_search_setup(exp: Experiment) -> None:
 
     check_accuracy_source(exp)
     metrics = ArchMetrics(exp.space, exp.tables(), None, exp.lut_space)
-    check_satisfiable(parse_search(exp.cfg.search, metrics.tables, metrics.others)[1], metrics.bounds)
+    check_satisfiable(parse_search(exp.cfg.search, metrics.tables, metrics.others, exp.cfg.supernet.eval.score)[1], metrics.bounds)
 
 
 def run_experiment(exp: Experiment, progress: bool = True) -> Path:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from supernet.io import atomic_write_bytes
 
-LABELS = {"accuracy": "accuracy (%)", "params": "parameters (M)", "macs": "multiply-adds (M)"}
+LABELS = {"accuracy": "accuracy (%)", "neg_loss": "−val loss (supernet)", "params": "parameters (M)", "macs": "multiply-adds (M)"}
 SCALE = {"params": 1e-6, "macs": 1e-6}
 
 

@@ -5,6 +5,10 @@ space, the share of the true front's), and the models worth picking: the knee, t
 each default latency budget (``moga.front``), the fastest and the most accurate, each with its accuracy (true
 accuracy and regret on a benchmarked space), latency per table, params, MACs and the ``moga retrain``
 command that trains it.
+
+When the supernet scored paths by minus their validation loss (``supernet.eval.score: neg_loss``) the front's
+estimate is ``neg_loss``, shown as "−val loss (supernet)": the picks are made by it and worded for a loss
+("lowest-loss"), and no column claims to be an accuracy but ``true_accuracy``.
 """
 
 from __future__ import annotations
@@ -16,10 +20,16 @@ from typing import Any
 
 import pandas as pd
 
-from moga.front import best_under, default_budgets, knee_index, latency_column, read_front, regret_summary, two_d_front
+from moga.front import best_under, default_budgets, knee_index, latency_column, read_front, regret_summary, score_column, two_d_front
 from moga.report_format import DASH, Table, count, duration, is_missing, number, png_data_uri, scaled
 from moga.report_sections import latency_label, read_csv, read_stage_record, table_names
 from supernet.errors import UserError
+
+# per estimate column (``moga.front.score_column``): its header, formatter, the trade-off's name, the best pick's words
+ESTIMATE_WORDS: dict[str, tuple[str, Any, str, str]] = {
+    "accuracy": ("accuracy (%)", number, "accuracy", "most accurate"),
+    "neg_loss": ("−val loss (supernet)", lambda v: number(v, 4), "validation-loss", "lowest-loss"),
+}
 
 
 @dataclass
@@ -44,8 +54,9 @@ def retrain_command(run: Path, cfg: dict[str, Any]) -> str:
 
 def pick_roles(front: pd.DataFrame, x: str) -> dict[int, list[str]]:
     """Row label -> why it is worth picking: the knee, the best under each default budget, the fastest, the most
-    accurate (ties to the faster one)."""
+    accurate (ties to the faster one; by ``neg_loss``: the lowest loss)."""
     roles: dict[int, list[str]] = {}
+    y = str(score_column(front))
 
     def add(idx: Any, role: str) -> None:
         if idx is not None:
@@ -57,13 +68,14 @@ def pick_roles(front: pd.DataFrame, x: str) -> dict[int, list[str]]:
     for budget, idx in best_under(front, x, default_budgets(front, x)).items():
         add(idx, f"best ≤ {budget * scale:.3g} {unit}")
     add(front[x].idxmin(), "fastest" if x.startswith("latency") else "smallest")
-    add(front.sort_values(["accuracy", x], ascending=[False, True]).index[0], "most accurate")
+    add(front.sort_values([y, x], ascending=[False, True]).index[0], ESTIMATE_WORDS[y][3])
     return roles
 
 
 def _front_columns(front: pd.DataFrame, tables: list[str]) -> list[tuple[str, str, Any]]:
     """(column, header, formatter) of the front's numbers, in reading order."""
-    cols: list[tuple[str, str, Any]] = [("id", "id", count), ("accuracy", "accuracy (%)", number)]
+    y = score_column(front) or "accuracy"
+    cols: list[tuple[str, str, Any]] = [("id", "id", count), (y, *ESTIMATE_WORDS[y][:2])]
     if "true_accuracy" in front:
         cols += [("true_accuracy", "true accuracy (%)", number), ("regret", "regret (pp)", number)]
     cols += [(c, latency_label(c, tables), lambda v: number(v, 3)) for c in front if c.startswith("latency_ms")]
@@ -85,8 +97,10 @@ def results(run: Path, cfg: dict[str, Any]) -> Results | None:
         front = read_front(search)
     except UserError:
         return None
-    if "accuracy" not in front:  # a search without an accuracy objective: no accuracy-latency picks to show
+    y = score_column(front)
+    if y is None:  # a search without an accuracy objective: no accuracy-latency picks to show
         return None
+    _, _, trade, best = ESTIMATE_WORDS[y]
     tables = table_names(run, cfg)
     x = latency_column(front) or ("macs" if "macs" in front else None)
     history = read_csv(search / "history.csv")
@@ -129,8 +143,8 @@ def results(run: Path, cfg: dict[str, Any]) -> Results | None:
             picks.notes.append([str(row["arch"]), f"{command} {int(row['id'])}", *([f"retrained: {done}"] if done else [])])
         budgets = ", ".join(f"{b * (1.0 if x.startswith('latency') else 1e-6):.3g}" for b in default_budgets(front, x))
         pick_note = (
-            f"knee: the best accuracy-for-{'latency' if x.startswith('latency') else 'MACs'} trade-off on the front; "
-            f"best ≤ B: the most accurate model within B (budgets at a quarter, half and three quarters of the front's range: {budgets})."
+            f"knee: the best {trade}-for-{'latency' if x.startswith('latency') else 'MACs'} trade-off on the front; "
+            f"best ≤ B: the {best} model within B (budgets at a quarter, half and three quarters of the front's range: {budgets})."
         )
     all_rows = front.sort_values([x, "id"]) if x else front
     full = front_table(all_rows, tables)
@@ -140,7 +154,7 @@ def results(run: Path, cfg: dict[str, Any]) -> Results | None:
     if x is not None and "params" in front:
         n2 = len(two_d_front(front, x))
         extra.append(
-            f"{n2} of the {len(front)} front models are on the accuracy-vs-{x.split('_')[0]} front alone; the rest are there for their parameter count."
+            f"{n2} of the {len(front)} front models are on the {trade}-vs-{x.split('_')[0]} front alone; the rest are there for their parameter count."
         )
     return Results(
         cards=cards,

@@ -25,6 +25,12 @@ offspring equivalent to an earlier, archived network is answered from its record
 operators see are left as they are (no repair to canonical form), so mutation and its controller behave as on
 any space. With the supernet, equivalent codes are different paths through it with different estimates, so
 they stay separate records.
+
+The ``accuracy`` objective's values are written under what they are (``moga.objectives.ESTIMATES``): ``accuracy``
+(top-1 %), or ``neg_loss`` when the supernet scores paths by minus their validation loss (``supernet.eval.score:
+neg_loss``, read from the metrics' ``score``): the history, front, hypervolume normalisation
+(``moga.objectives.estimate_bounds``) and ``pareto.png`` then use ``neg_loss`` and no column is called ``accuracy``;
+``true_accuracy``, ``regret`` and the re-scored ``hv_ratio`` / ``igd`` stay true accuracies.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from tqdm.auto import tqdm
 
 from moga.config import SearchConfig
 from moga.crowding import make_crowding_function, weighted_crowding_distance
-from moga.objectives import Constraint, Objective, check_satisfiable, column, parse_search
+from moga.objectives import Constraint, Objective, check_satisfiable, column, estimate_bounds, parse_search
 from moga.operators import ArchSampling, GenomeDuplicateElimination, HybridMutation, LayerCrossover, MutationController, mutation_rewards
 from moga.plots import line_plot, pairwise_plot, pareto_plot
 from moga.truefront import GroundTruth, TrueFront, feasible_front, hypervolume, objective_matrix
@@ -63,6 +69,8 @@ class Metrics(Protocol):
 
     tables: list[str]  # latency table names, the first is the primary device
     bounds: dict[str, tuple[float, float]]  # exact range of each metric over the space, where known
+    # optional: ``score``, what the accuracy values are (``accuracy`` or ``neg_loss``, ``moga.objectives.ESTIMATES``),
+    # the key ``__call__`` returns them under; default ``accuracy``
 
     def __call__(self, archs: list[Arch]) -> dict[str, np.ndarray]: ...
 
@@ -169,7 +177,7 @@ class ArchProblem(Problem):
 
 
 def _normaliser(objectives: list[Objective], bounds: dict[str, tuple[float, float]]) -> Callable[[np.ndarray], np.ndarray]:
-    """Map minimised objectives to [0, 1] using the space's exact metric ranges (accuracy: 0..100 %)."""
+    """Map minimised objectives to [0, 1] using the space's exact metric ranges (the estimate: ``estimate_bounds``)."""
     lo, hi = [], []
     for o in objectives:
         a, b = bounds.get(o.metric, (0.0, 100.0))
@@ -275,11 +283,15 @@ class Search:
         self.space, self.cfg, self.metrics, self.seed = space, cfg, metrics, seed
         self.out_dir, self.config_hash, self.writer = Path(out_dir), config_hash, writer
         others = getattr(metrics, "others", {})  # tables of another metric than latency (energy)
-        self.objectives, self.constraints = parse_search(cfg, metrics.tables, others)
+        score = getattr(metrics, "score", "accuracy")  # what the metrics' accuracy values are
+        self.objectives, self.constraints = parse_search(cfg, metrics.tables, others, score)
+        # the metric the accuracy objective's values are recorded and written as: accuracy or neg_loss
+        self.estimate = "accuracy" if cfg.accuracy == "benchmark" else score
         self.truth = truth if truth is not None else GroundTruth.for_space(space, required=cfg.accuracy == "benchmark")
         self.by_network = cfg.accuracy == "benchmark"
-        bounds = dict(metrics.bounds)
-        true_bounds = bounds | ({"accuracy": self.truth.accuracy_range} if self.truth else {})
+        bounds = {self.estimate: estimate_bounds(self.estimate, space.num_classes)} | dict(metrics.bounds)
+        # re-scored objectives read true accuracies where the estimate was (``objective_matrix``): the table's range
+        true_bounds = bounds | ({self.estimate: self.truth.accuracy_range} if self.truth else {})
         if self.by_network:  # the search's own accuracies are the table's: their exact range is known
             bounds = true_bounds
         check_satisfiable(self.constraints, bounds)
@@ -447,8 +459,8 @@ class Search:
     def _plot(self, history: pd.DataFrame, front: pd.DataFrame, generations: pd.DataFrame) -> None:
         cols = [column(o.metric, self.metrics.tables) for o in self.objectives]
         x = next((c for c in cols if c.startswith("latency_ms")), "macs")
-        if "accuracy" in history and x in history:
-            pareto_plot(history, front, x, "accuracy", self.out_dir / "pareto.png")
+        if self.estimate in history and x in history:
+            pareto_plot(history, front, x, self.estimate, self.out_dir / "pareto.png")
         if len(cols) >= 2:
             pairwise_plot(history, front, cols, self.out_dir / "pareto_pairs.png")
         ys = ["hypervolume", "front_size"] + (["hv_ratio"] if "hv_ratio" in generations else [])

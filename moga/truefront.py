@@ -8,7 +8,8 @@ could have found. Definitions (the search writes them; ``search.accuracy`` does 
   network. Equivalent codes (``SearchSpace.canonical``: identity layers moved to their stage's end) are one
   network and share it. ``history.csv`` and ``pareto.csv`` carry it as ``true_accuracy``.
 * **true front** (``search/true_front.csv``, its ``accuracy`` column is the true accuracy): every distinct network
-  of the space (3,969 for NAS-Bench-Macro) scored on the search's own objectives with the true accuracy, the
+  of the space (3,969 for NAS-Bench-Macro) scored on the search's own objectives with the true accuracy (in place
+  of the supernet's estimate, also when that is a ``neg_loss``), the
   experiment's latency table(s) and the counted params/MACs; the networks meeting every constraint (accuracy
   constraints judged on true accuracy); the non-dominated ones among them.
 * **normalised space**: each minimised objective mapped to [0, 1] by its exact range over the space (latency,
@@ -45,7 +46,7 @@ from pymoo.indicators.hv import HV
 from pymoo.indicators.igd import IGD
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-from moga.objectives import Constraint, Objective, column
+from moga.objectives import ESTIMATES, Constraint, Objective, column
 from supernet.arch import Arch
 from supernet.benchmark import Benchmark, load_benchmark, registered_benchmarks
 from supernet.errors import UserError
@@ -63,13 +64,13 @@ def feasible_front(F: np.ndarray, cv: np.ndarray) -> np.ndarray:
 
 
 def objective_matrix(
-    rows: dict[str, np.ndarray], objectives: list[Objective], constraints: list[Constraint], accuracy: str = "accuracy"
+    rows: dict[str, np.ndarray], objectives: list[Objective], constraints: list[Constraint], accuracy: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Minimised objectives and total constraint violation of metric columns; ``accuracy`` names the column read for
-    the ``accuracy`` metric (``true_accuracy`` to re-score with the table)."""
+    the estimate's metric, ``accuracy`` or ``neg_loss`` (``true_accuracy`` to re-score with the table; default: its own)."""
 
     def get(metric: str) -> np.ndarray:
-        return np.asarray(rows[accuracy if metric == "accuracy" else metric], float)
+        return np.asarray(rows[accuracy if accuracy is not None and metric in ESTIMATES else metric], float)
 
     n = len(next(iter(rows.values())))
     F = np.column_stack([o.to_minimised(get(o.metric)) for o in objectives]) if n else np.zeros((0, len(objectives)))
@@ -190,7 +191,7 @@ class GroundTruth:
     def front(self, objectives: list[Objective], constraints: list[Constraint], costs: Costs,
               normalise: Callable[[np.ndarray], np.ndarray]) -> TrueFront:  # fmt: skip
         metrics = self.all_metrics(costs)
-        F, cv = objective_matrix(metrics, objectives, constraints)
+        F, cv = objective_matrix(metrics, objectives, constraints, accuracy="accuracy")
         idx = feasible_front(F, cv)
         points = np.clip(normalise(F[idx]), 0, 1)
         return TrueFront(self.networks, metrics, F, cv, idx, points, hypervolume(points))

@@ -373,10 +373,10 @@ def test_the_shipped_experiment_is_a_proxy_of_the_benchmarked_network(bench):
     bench.check_space(xp.lut_space, proxy=xp.space)
     assert (xp.cfg.supernet.eval.score, xp.cfg.supernet.eval.additive_paths) == ("neg_loss", 600)
     forgot = Experiment.load(Path(__file__).parents[1] / "experiments" / "nasbench_macro.yaml", ["lut.width_mult=0.25"])
-    with pytest.raises(UserError, match="width 0.25.*lut.resolution/num_classes/width_mult to the full network"):
+    with pytest.raises(UserError, match=r"width 0\.25.*lut\.resolution/num_classes/width_mult to the full network"):
         bench.check_space(forgot.lut_space, proxy=forgot.space)
     without = Experiment.load(
         Path(__file__).parents[1] / "experiments" / "nasbench_macro.yaml", ["lut.width_mult=null", "lut.resolution=null"]
     )
-    with pytest.raises(UserError, match="or, to train a reduced proxy, lut.resolution"):
+    with pytest.raises(UserError, match=r"or, to train a reduced proxy, lut\.resolution"):
         bench.check_space(without.lut_space, proxy=without.space)

@@ -33,7 +33,7 @@ def print_front(
 ) -> None:
     """Print the front at ``path`` (run directory or pareto.csv), filtered, with the knee and the best model
     under each budget marked; ``plot`` also writes its accuracy-vs-latency PNG (what ``moga run`` ends with)."""
-    from moga.front import annotate, filter_front, format_front, latency_column, read_front, regret_summary
+    from moga.front import annotate, filter_front, format_front, latency_column, read_front, regret_summary, score_column
 
     front = read_front(path)
     shown = filter_front(front, max_latency, min_accuracy, sort)
@@ -46,9 +46,10 @@ def print_front(
         print(summary)
     x = latency_column(marked)
     if marked_budgets and x:
-        print(f"\nknee: the best accuracy-for-latency trade-off; best<=B: most accurate model within B ms ({x})")
+        score = score_column(marked) or "accuracy"
+        print(f"\nknee: the best {score}-for-latency trade-off; best<=B: highest {score} within B ms ({x})")
     if plot:
         from moga.plots import pareto_plot
 
-        pareto_plot(front, marked, x or "macs", "accuracy" if "accuracy" in front else "params", plot)
+        pareto_plot(front, marked, x or "macs", score_column(front) or "params", plot)
         print(f"plot: {plot}")
