@@ -49,7 +49,9 @@ class ArchMetrics:
         latency_space: SearchSpace | None = None,
         score: str | None = None,
     ):
-        """``latency_space``: the same space at the resolution latency is measured at (default ``space``).
+        """``latency_space``: the network that is deployed (``Experiment.lut_space``: ``lut.*`` resolution, head and
+        width; default ``space``); latency, params and multiply-adds all describe it, so a proxy supernet's front
+        lists the full network's costs.
         A table whose header names another metric (an energy table) gives ``<metric>:<table>``: ``self.tables`` lists
         the latency tables, ``self.others`` maps the rest to their metric. ``score``: what ``accuracy`` returns and
         the metric it is written as (default ``score_of(accuracy)``)."""
@@ -61,7 +63,7 @@ class ArchMetrics:
         self.names = {name: f"{m}:{name}" for name, m in metric.items()}
         lat_space = latency_space or space
         self.predictors = {name: t.predictor(lat_space) for name, t in tables.items()}
-        fp, fm, self.params, self.macs = cost_tables(space)
+        fp, fm, self.params, self.macs = cost_tables(lat_space)
         self.fixed = (fp, fm)
         self.bounds = {
             "params": _range(fp, self.params),

@@ -199,3 +199,20 @@ def test_a_neg_loss_search_on_a_benchmark_keeps_true_accuracies(bench, tmp_path)
     assert gens["hv_ratio"].between(0, 1 + 1e-12).all() and gens["hv_ratio"].iloc[-1] == pytest.approx(1.0, abs=1e-12)
     true_front = pd.read_csv(tmp_path / "s" / "true_front.csv")
     assert "accuracy" in true_front and true_front["accuracy"].between(*truth.accuracy_range).all()
+
+
+def test_a_proxy_supernets_front_lists_the_deployed_networks_costs() -> None:
+    """Trained at a quarter width and 16x16, searched for the full 32x32 network: params and multiply-adds are the
+    full network's (what ``lut.*`` declares and a user retrains), not the proxy's."""
+    from supernet.model import MobileNet, count_population
+
+    proxy = get_space("nasbench_macro", num_classes=10, resolution=16, width_mult=0.25)
+    full = get_space("nasbench_macro", num_classes=10, resolution=32, width_mult=1.0)
+    archs = [Arch(proxy, (0, 1, 2, 1, 0, 2, 1, 2)), Arch(proxy, (2,) * 8)]
+    costs = ArchMetrics(proxy, {}, None, latency_space=full).costs(archs)
+    genomes = np.stack([a.genome for a in archs])
+    assert costs["params"].tolist() == count_population(full, genomes)[0].tolist()
+    assert costs["macs"].tolist() == count_population(full, genomes)[1].tolist()
+    built = [sum(p.numel() for p in MobileNet(Arch(full, a.genes)).parameters()) for a in archs]
+    assert costs["params"].tolist() == built  # what the user retrains
+    assert (costs["params"] > 4 * count_population(proxy, genomes)[0]).all()  # the proxy's are far smaller
