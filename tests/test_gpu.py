@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -250,15 +251,106 @@ def test_ddp_uses_nccl_between_gpus_one_process_each():
 
 
 # ----------------------------------------------------------------------------- bench/gpu_check.py
+def _gpu_check(*args: str, cuda: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)} | ({} if cuda else {"CUDA_VISIBLE_DEVICES": ""})
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_check.py"), *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
 @pytest.mark.slow
-def test_gpu_check_without_cuda_skips_every_item_and_exits_0():
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py")], capture_output=True, text=True, env=env, timeout=120)
+def test_gpu_check_without_cuda_skips_every_item_and_exits_0(tmp_path):
+    done = _gpu_check("--out", str(tmp_path / "check.txt"), cuda=False)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     assert lines[0].startswith("cuda: not available (torch ")
     assert lines[1:-1] == [f"{item}: skipped (no CUDA)" for item in gpu_check.ITEMS]
     assert lines[-1] == f"gpu_check: 0 passed, 0 failed, {len(gpu_check.ITEMS)} skipped"
+    assert (tmp_path / "check.txt").read_text().splitlines() == lines
+
+
+@pytest.mark.slow
+def test_gpu_check_writes_its_lines_to_the_file_and_an_item_over_its_limit_leaves_the_others(tmp_path):
+    """eval gets 0.5 s (less than its process takes to start): it is killed and reported as timed out, the items
+    around it still run and report, the file holds exactly the lines of stdout, and the exit code is 1."""
+    out = tmp_path / "results" / "check.txt"  # the folder is made
+    done = _gpu_check("--device", "cpu", "--size", "tiny", "--items", "cuda,eval,ddp", "--item-limit", "eval=0.5", "--out", str(out))
+    assert done.returncode == 1, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert out.read_text().splitlines() == lines
+    assert f"writing the lines to {out}" in done.stderr
+    assert lines[0] == "settings: device cpu, size tiny, limits (s) cuda 20, eval 0.5, ddp 30, total 330"
+    status = [line for line in lines if line.split(":")[0] in gpu_check.ITEMS]
+    assert [s.split(" (")[0] for s in status] == ["cuda: passed", "eval: timed out after 0.5 s", "ddp: passed"]
+    assert "device: cpu" in lines and "ddp_backend: gloo" in lines and not any(line.startswith("eval_") for line in lines)
+    assert lines[-1] == "gpu_check: 2 passed, 0 failed, 1 timed out"
+
+
+def _slow_item(emit, seconds: float) -> tuple[bool, dict]:
+    """An item for ``run_item`` (run in a spawned process): one figure at once, then nothing for ``seconds``."""
+    emit({"slow_pid": os.getpid()})
+    time.sleep(seconds)
+    return True, {"slow_never_printed": 1}
+
+
+@pytest.mark.slow
+def test_an_item_over_its_limit_is_killed_and_its_figures_so_far_are_kept():
+    lines: list[str] = []
+    start = time.perf_counter()
+    assert gpu_check.run_item("slow", _slow_item, (600,), 15, lines.append) == "timed out"
+    assert time.perf_counter() - start < 15 + gpu_check.KILL_WAIT
+    assert lines[-1] == "slow: timed out after 15 s" and len(lines) == 2 and lines[0].startswith("slow_pid: ")
+    with pytest.raises(ProcessLookupError):  # killed and reaped: no work left running
+        os.kill(int(lines[0].split(": ")[1]), 0)
+    lines.clear()
+    assert gpu_check.run_item("quick", _slow_item, (0,), 60, lines.append) == "passed"
+    assert lines[1:] == ["slow_never_printed: 1", lines[-1]] and lines[-1].startswith("quick: passed (")
+
+
+@pytest.mark.slow
+def test_the_total_limit_stops_the_run_and_skips_what_it_leaves_no_time_for(capsys):
+    # ddp's process (torch, the data, two steps) takes seconds to start and run: 2 s of the total are not enough
+    assert gpu_check.main(["--device", "cpu", "--size", "tiny", "--items", "ddp,cuda", "--total-limit", "2", "--out", "-"]) == 1
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert "writing the lines" not in captured.err  # '-': no file
+    assert "ddp: timed out after 2 s" in lines and "cuda: skipped (the total limit of 2 s is spent)" in lines
+    assert lines[-1] == "gpu_check: 0 passed, 0 failed, 1 timed out, 1 skipped"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--item-limit", "nosuch=3"], "unknown item 'nosuch'"),
+        (["--item-limit", "-1"], "seconds must be a positive number"),
+        (["--item-limit", "lut=soon"], "'soon' is not a number of seconds"),
+        (["--total-limit", "0"], "seconds must be a positive number"),
+        (["--items", "train,bogus"], "unknown item(s) bogus"),
+        (["--items", "train,train"], "names an item twice"),
+        (["--device", "gpu0"], "'gpu0' is not a device"),
+        (["--device", "meta"], "the check runs on cuda or cpu"),
+        (["--size", "huge"], "invalid choice: 'huge'"),
+        (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    ],
+)
+def test_gpu_check_bad_arguments_are_one_line_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        gpu_check.main(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("gpu_check: error: ") and message in err
+
+
+def test_gpu_check_unwritable_out_and_missing_cuda_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        gpu_check.main(["--device", "cpu", "--out", str(tmp_path / "a_file" / "check.txt")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and "cannot write there" in err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            gpu_check.main(["--device", "cuda"])
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and "'cuda': CUDA is not available here (torch " in err
 
 
 @pytest.mark.slow
