@@ -43,8 +43,8 @@ from supernet import Arch, build_model, get_space
 from supernet.data import Dataset
 from supernet.optim import Precision
 from supernet.sampler import FairSampler
+from supernet.step import supernet_step
 from supernet.supernet import Supernet
-from supernet.train import supernet_step
 
 
 def _rss_kb(field: str) -> int:

@@ -99,8 +99,8 @@ from supernet.evaluate import SubnetEvaluator, working_set
 from supernet.optim import Precision
 from supernet.sampler import FairSampler
 from supernet.space import SearchSpace
+from supernet.step import supernet_step
 from supernet.supernet import Supernet
-from supernet.train import supernet_step
 
 Lines = dict[str, Any]
 Emit = Callable[[Lines], None]  # an item's figures so far, sent on as soon as they are measured

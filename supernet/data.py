@@ -17,7 +17,8 @@ uniformly at random with a fixed seed, eval preprocessing, normalised float32: f
 on ``device`` (cached images are copied there once if they fit, streamed ones arrive over pinned memory, and
 augmentation runs there: its parameters are drawn on the CPU, so a batch is the same on every device);
 ``len``, ``set_epoch``, ``state_dict``/``load_state_dict`` (resume mid-epoch), ``batches(start_step)`` (infinite).
-``DataError`` (a ``UserError``/``ValueError``): missing/empty directory, class mismatch, unreadable image.
+``DataError`` (a ``UserError``/``ValueError``, from ``supernet.sources``, which reads the three formats): missing/empty
+directory, class mismatch, unreadable image.
 
 Splits: ``test`` = ``val/`` (or ``test_batch``); ``search_val`` = seeded class-stratified hold-out of
 ``search_val_per_class`` train images per class (default 100 embedded, 500 cifar10, 50 imagefolder); ``train`` = rest.
@@ -32,200 +33,30 @@ for the whole global batch come from (seed, epoch, step) and are then sliced, so
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import io
 import math
-import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
-from torch.utils.data import Dataset as TorchDataset
 
-from supernet.errors import UserError
-from supernet.readers import unpickle_plain
+from supernet.sources import DataError, FileImages, decode_files, read_cifar10, read_embedded, resize_images, scan_folder
 
 EMBEDDED_PATH = Path(__file__).parent / "assets" / "cifar10-mini.tar.gz"
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff"})
 DEFAULT_SEARCH_VAL = {"embedded": 100, "cifar10": 500, "imagefolder": 50}
 SPLITS = ("train", "search_val", "test")
-
-
-class DataError(UserError):
-    """A problem with the user's data (missing/empty directory, class mismatch, bad image)."""
 
 
 def _generator(*key: object) -> torch.Generator:
     """A torch.Generator seeded by a stable hash of ``key`` (independent of global RNG)."""
     digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
-
-
-def _decode(source: str | Path | bytes, name: str, size: int) -> np.ndarray:
-    """Decode one image to RGB uint8 H×W×3, shorter side resized to ``size`` + center crop."""
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-            img.load()
-            img = img.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"cannot read image {name}: {e}") from e
-    w, h = img.size
-    if (w, h) != (size, size):
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        img = img.resize((nw, nh), Image.Resampling.BILINEAR)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        img = img.crop((left, top, left + size, top + size))
-    return np.array(img, dtype=np.uint8)
-
-
-def _resize_tensor(images: Tensor, size: int, chunk: int = 1024) -> Tensor:
-    """Resize a uint8 N×3×H×W batch (shorter side -> size, then center crop) in chunks."""
-    n, _, h, w = images.shape
-    if (h, w) == (size, size):
-        return images
-    nh, nw = max(size, round(h * size / min(h, w))), max(size, round(w * size / min(h, w)))
-    top, left = (nh - size) // 2, (nw - size) // 2
-    out = torch.empty(n, 3, size, size, dtype=torch.uint8)
-    for i in range(0, n, chunk):
-        x = F.interpolate(images[i : i + chunk].float(), (nh, nw), mode="bilinear", antialias=True)
-        out[i : i + chunk] = x[:, :, top : top + size, left : left + size].round().clamp(0, 255)
-    return out
-
-
-def _check_classes(train: Iterable[str], val: Iterable[str], where: object) -> list[str]:
-    train_set, val_set = set(train), set(val)
-    if not train_set:
-        raise DataError(f"{where}: no class folders found under train/")
-    if train_set != val_set:
-        raise DataError(
-            f"{where}: train/ and val/ class folders differ: only in train: "
-            f"{sorted(train_set - val_set)}, only in val: {sorted(val_set - train_set)}"
-        )
-    return sorted(train_set)
-
-
-class FileImages(TorchDataset):
-    """Images streamed from disk, decoded to uint8 3×size×size (for DataLoader workers)."""
-
-    def __init__(self, files: Sequence[str], size: int) -> None:
-        self.files, self.size = list(files), size
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> Tensor:
-        return torch.from_numpy(_decode(self.files[i], self.files[i], self.size)).permute(2, 0, 1)
-
-    def collate(self, items: list[Tensor]) -> Tensor:
-        return torch.stack(items) if items else torch.empty(0, 3, self.size, self.size, dtype=torch.uint8)
-
-
-@functools.lru_cache(maxsize=2)
-def _load_embedded(path: str) -> tuple[list[str], Tensor, Tensor, Tensor, Tensor]:
-    members: dict[str, dict[str, list[tuple[str, bytes]]]] = {"train": {}, "val": {}}
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for m in tar:
-                parts = PurePosixPath(m.name).parts
-                parts = parts[1:] if parts[:1] == (".",) else parts
-                if m.isfile() and len(parts) == 3 and parts[0] in members and PurePosixPath(parts[2]).suffix.lower() in IMAGE_EXTENSIONS:
-                    data = tar.extractfile(m).read()  # type: ignore[union-attr]
-                    members[parts[0]].setdefault(parts[1], []).append((m.name, data))
-    except (OSError, tarfile.TarError, EOFError) as e:
-        raise DataError(f"cannot read dataset archive {path}: {e}") from e
-    classes = _check_classes(members["train"], members["val"], path)
-    out: list[Tensor] = []
-    for split in ("train", "val"):
-        arrays, labels = [], []
-        for c, cls in enumerate(classes):
-            for name, data in sorted(members[split][cls]):
-                arrays.append(_decode(data, f"{path}:{name}", 32))
-                labels.append(c)
-        out += [torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels, dtype=torch.int64)]
-    return classes, *out  # type: ignore[return-value]
-
-
-def _unpickle(file: Path) -> dict[Any, Any]:
-    if not file.is_file():
-        raise DataError(f"CIFAR-10 file missing: {file}")
-    try:  # the official CIFAR-10 python release *is* a pickle: admit only the plain data it holds, never code
-        obj = unpickle_plain(file)
-    except UserError as e:
-        raise DataError(str(e)) from None
-    if not isinstance(obj, dict):
-        raise DataError(f"malformed CIFAR-10 batch {file}: expected a dict, got {type(obj).__name__}")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
-
-
-@functools.lru_cache(maxsize=2)
-def _load_cifar10(path: str) -> tuple[list[str], Tensor, Tensor, Tensor, Tensor]:
-    root = Path(path)
-    if not root.is_dir():
-        raise DataError(f"dataset directory does not exist: {root}")
-    if (root / "cifar-10-batches-py").is_dir():
-        root = root / "cifar-10-batches-py"
-    out: list[Tensor] = []
-    for names in ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]):
-        batches = [_unpickle(root / n) for n in names]
-        try:
-            data = np.concatenate([np.asarray(b["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in batches])
-            labels = np.concatenate([np.asarray(b["labels"], dtype=np.int64) for b in batches])
-        except (KeyError, ValueError, TypeError) as e:
-            raise DataError(f"malformed CIFAR-10 batch in {root}: {e!r}") from None
-        out += [torch.from_numpy(data), torch.from_numpy(labels)]
-    meta = root / "batches.meta"
-    try:
-        classes = [n.decode() for n in _unpickle(meta)["label_names"]] if meta.is_file() else list(CIFAR10_CLASSES)
-    except (KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
-        raise DataError(f"malformed CIFAR-10 metadata {meta}: {e!r}") from None
-    return classes, *out  # type: ignore[return-value]
-
-
-def _scan_folder(root: Path) -> tuple[list[str], dict[str, tuple[list[str], Tensor]]]:
-    if not root.is_dir():
-        raise DataError(f"dataset directory does not exist: {root}")
-    if not any(root.iterdir()):
-        raise DataError(f"dataset directory is empty: {root}")
-    found: dict[str, dict[str, list[str]]] = {}
-    for sub in ("train", "val"):
-        d = root / sub
-        if not d.is_dir():
-            raise DataError(f"{root} has no {sub}/ folder (expected {sub}/<class>/<image> layout)")
-        dirs = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not dirs:
-            raise DataError(f"{d} is empty: no class folders")
-        found[sub] = {p.name: sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS) for p in dirs}
-    classes = _check_classes(found["train"], found["val"], root)
-    for sub, by_class in found.items():
-        if empty := [c for c, files in by_class.items() if not files]:
-            raise DataError(f"{root / sub}: class folders without images: {empty}")
-    lists = {}
-    for sub in ("train", "val"):
-        files = [f for c in classes for f in found[sub][c]]
-        labels = torch.tensor([i for i, c in enumerate(classes) for _ in found[sub][c]], dtype=torch.int64)
-        lists[sub] = (files, labels)
-    return classes, lists
-
-
-@functools.lru_cache(maxsize=4)
-def _decode_files(files: tuple[str, ...], size: int, num_workers: int) -> Tensor:
-    ds = FileImages(files, size)
-    if num_workers <= 0 or len(files) < 4096:
-        return ds.collate([ds[i] for i in range(len(ds))])
-    loader = DataLoader(ds, batch_size=512, num_workers=num_workers, collate_fn=ds.collate)
-    return torch.cat(list(loader))
 
 
 def _holdout(labels: Tensor, per_class: int, classes: list[str], seed: int) -> tuple[Tensor, Tensor]:
@@ -508,11 +339,11 @@ def load_dataset(
     if path is None and kind != "embedded":
         raise DataError(f"kind={kind!r} needs a dataset path")
     if kind == "imagefolder":
-        classes, lists = _scan_folder(Path(path).expanduser())  # type: ignore[arg-type]
+        classes, lists = scan_folder(Path(path).expanduser())  # type: ignore[arg-type]
         cached = {}
         for sub, (files, _) in lists.items():
             if len(files) <= max_cached_images:
-                cached[sub] = _decode_files(tuple(files), size, num_workers)
+                cached[sub] = decode_files(tuple(files), size, num_workers)
             else:
                 cached[sub] = FileImages(files, size)
         train_all, test_images = cached["train"], cached["val"]
@@ -521,9 +352,9 @@ def load_dataset(
         root = str(Path(path or EMBEDDED_PATH).expanduser())
         if kind == "embedded" and not Path(root).is_file():
             raise DataError(f"embedded dataset archive not found: {root}")
-        load = _load_embedded if kind == "embedded" else _load_cifar10
+        load = read_embedded if kind == "embedded" else read_cifar10
         classes, train_all, train_labels, test_images, test_labels = load(root)
-        train_all, test_images = _resize_tensor(train_all, size), _resize_tensor(test_images, size)
+        train_all, test_images = resize_images(train_all, size), resize_images(test_images, size)
 
     def take(images: Tensor | FileImages, idx: Tensor) -> Tensor | FileImages:
         if isinstance(images, Tensor):

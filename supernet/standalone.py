@@ -45,8 +45,9 @@ from supernet.errors import UserError
 from supernet.model import MobileNet
 from supernet.optim import Precision, Update, build_optimizer, build_scheduler
 from supernet.space import space_from_spec, space_spec
+from supernet.step import StepStats
 from supernet.supernet import Supernet
-from supernet.train import StepFn, StepStats, TrainingSetup, derive_seed, fit, train_loader
+from supernet.train import StepFn, TrainingSetup, derive_seed, fit, train_loader
 
 STANDALONE_FORMAT = "moga-standalone-v1"
 # Retraining settings that do not change the trained weights: a run may be resumed with other values.

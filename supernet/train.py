@@ -3,7 +3,7 @@
 Read top to bottom, one supernet step from the top: ``train_supernet`` builds a ``TrainingSetup`` and calls
 ``fit`` (the generic loop: batches, one ``step_fn`` per step that accumulates gradients, one all-reduce,
 one ``Update``, curves, progress, checkpoints, exact resume); the supernet's ``step_fn`` samples the paths
-and calls ``supernet_step``, which runs ``fair_step`` (the FairNAS step) per micro-batch. Below them: the
+and calls ``supernet_step`` (``supernet.step``), which runs ``fair_step`` (the FairNAS step) per micro-batch. Below them: the
 run's fingerprint, the initial supernet, ``save_supernet``/``load_supernet``. Optimisation lives in
 ``supernet.optim``, distributed helpers in ``supernet.distributed``, checkpoints, curves and the run planner
 (shared with ``supernet.standalone``) in ``supernet.checkpoint``.
@@ -39,7 +39,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from supernet.arch import Arch
@@ -61,10 +60,10 @@ from supernet.data import Dataset, TensorLoader
 from supernet.distributed import DistContext, allreduce_gradients, broadcast_state, gather_rng_states, prepare_device
 from supernet.errors import UserError
 from supernet.io import atomic_write_text, write_json
-from supernet.model import cost_tables
 from supernet.optim import Precision, Update, build_optimizer, build_scheduler
-from supernet.sampler import FairnessAudit, Genes, PathSampler, make_sampler
+from supernet.sampler import FairnessAudit, PathSampler, make_sampler
 from supernet.space import SearchSpace, space_from_spec, space_spec
+from supernet.step import StepStats, supernet_step, teacher_genes
 from supernet.supernet import Supernet, align_choices
 
 SUPERNET_FORMAT = "moga-supernet-v1"
@@ -82,15 +81,6 @@ def derive_seed(seed: int, *key: object) -> int:
 
 
 # ============================================================================ the loop's records
-@dataclass
-class StepStats:
-    """What one step's ``step_fn`` reports (this rank's share)."""
-
-    loss: float  # mean cross-entropy over paths (without the distillation term: curves stay comparable)
-    correct: float  # fraction of correct predictions, mean over paths
-    path_images: int  # images x paths processed
-
-
 StepFn = Callable[[Tensor, Tensor], StepStats]
 
 
@@ -252,92 +242,7 @@ def fit(model: nn.Module, run: TrainingSetup, checkpoint: dict[str, Any] | None 
     return curves
 
 
-# ============================================================================ 3. the supernet step
-def supernet_step(
-    net: Supernet,
-    x: Tensor,
-    y: Tensor,
-    paths: Sequence[Genes],
-    criterion: nn.Module,
-    precision: Precision,
-    shared_grad: str = "mean",
-    micro_batches: int = 1,
-    distill: float = 0.0,
-    teacher: Genes | None = None,
-) -> StepStats:
-    """All gradients of one supernet step (before the single optimizer update).
-
-    ``micro_batches=k`` splits the batch into k chunks (BN statistics per chunk, gradients averaged):
-    what k DDP ranks compute, on one process - and a way to fit large batches in memory.
-    ``distill > 0``: in-place distillation from ``teacher`` (default: ``teacher_genes(net.space)``, per call).
-    """
-    chunks = list(zip(x.tensor_split(micro_batches), y.tensor_split(micro_batches), strict=True))
-    stats = [fair_step(net, xc, yc, paths, criterion, precision, 1.0 / len(chunks), distill, teacher) for xc, yc in chunks]
-    if shared_grad == "mean" and len(paths) > 1:
-        # Stem, separable block and head were trained by every path: average instead of summing, so
-        # they see a single network's gradient scale. Choice blocks were each trained once: untouched.
-        for p in net.shared_parameters():
-            if p.grad is not None:
-                p.grad.div_(len(paths))
-    return StepStats(
-        sum(s.loss for s in stats) / len(stats),
-        sum(s.correct for s in stats) / len(stats),
-        sum(s.path_images for s in stats),
-    )
-
-
-def fair_step(
-    net: Supernet,
-    x: Tensor,
-    y: Tensor,
-    paths: Sequence[Genes],
-    criterion: nn.Module,
-    precision: Precision,
-    loss_scale: float = 1.0,
-    distill: float = 0.0,
-    teacher: Genes | None = None,
-) -> StepStats:
-    """Gradients of one FairNAS step on one batch: every path on the same images, accumulated in ``.grad``.
-
-    The stem + separable block is the same function of the same batch for every path, so it runs once:
-    the paths backpropagate into a detached copy of its output, and the summed feature gradient flows
-    back through it once - the same gradients as m full passes, at 1/m of the shared part's cost.
-    """
-    with precision.autocast():
-        features = net.shared_features(x)
-    # float32 leaf: under autocast the m paths' feature gradients are summed in float32, not in half precision
-    detached = features.detach().float().requires_grad_()
-    soft = None
-    if distill:  # the teacher, without gradients; in train mode it updates its blocks' BN running statistics
-        with torch.no_grad(), precision.autocast():
-            soft = F.softmax(net.forward_path(detached, teacher or teacher_genes(net.space)).float(), dim=1)
-    losses, hits = [], []
-    for genes in paths:  # path k takes choice perm_l[k] at layer l
-        with precision.autocast():
-            logits = net.forward_path(detached, genes)
-            loss = criterion(logits, y)
-            objective = loss if soft is None else distill_loss(loss, logits, soft, distill)
-        precision.backward(objective * loss_scale)  # choice blocks + head; ``detached.grad`` accumulates (scaled alike)
-        losses.append(loss.detach().float())
-        hits.append((logits.detach().argmax(1) == y).float().mean())
-    features.backward(detached.grad.to(features.dtype))  # the shared part, once, with the sum over paths
-    values = torch.stack([*losses, *hits]).tolist()  # one device-to-host copy per step, not 2m
-    loss_sum, correct = sum(values[: len(paths)]), sum(values[len(paths) :])
-    return StepStats(loss_sum / len(paths), correct / len(paths), len(paths) * len(x))
-
-
-def teacher_genes(space: SearchSpace) -> Genes:
-    """The largest path: per layer the choice with the most multiply-adds (ties: the lowest index)."""
-    return tuple(int(np.argmax(macs)) for macs in cost_tables(space)[3])  # argmax: the first maximum
-
-
-def distill_loss(ce: Tensor, logits: Tensor, soft: Tensor, distill: float) -> Tensor:
-    """(1 - d) x cross-entropy + d x KL(soft || softmax(logits)), the KL averaged over the batch."""
-    kl = F.kl_div(F.log_softmax(logits.float(), dim=1), soft, reduction="batchmean")
-    return (1.0 - distill) * ce + distill * kl
-
-
-# ============================================================================ 4. below the trainer: inputs, fingerprint, start, validation
+# ============================================================================ 3. below the trainer: inputs, fingerprint, start, validation
 def _check_inputs(space: SearchSpace, dataset: Dataset, cfg: SupernetConfig, ctx: DistContext) -> None:
     check_classes(dataset, space)
     if cfg.distill and cfg.sampler != "fair":
@@ -421,7 +326,7 @@ def validate_paths(net: Supernet, dataset: Dataset, archs: Sequence[Arch], cfg: 
     return {"val_acc": float(np.mean(acc)), "val_acc_best": float(np.max(acc))}
 
 
-# ============================================================================ 5. the loop's machinery: batches, progress, checkpoints, resume
+# ============================================================================ 4. the loop's machinery: batches, progress, checkpoints, resume
 def _forever(loader: TensorLoader) -> Iterator[tuple[Tensor, Tensor]]:
     """Epoch after epoch from the loader's current position (its state_dict is the resume point)."""
     if len(loader) == 0:
@@ -495,7 +400,7 @@ def _restore_rng_states(states: dict[str, list[Tensor]], ctx: DistContext, seed:
         torch.cuda.set_rng_state(states["cuda"][ctx.rank])
 
 
-# ============================================================================ 6. the trained supernet on disk
+# ============================================================================ 5. the trained supernet on disk
 def save_supernet(path: str | Path, net: Supernet, fingerprint: dict[str, Any], config_text: str | None = None) -> None:
     """Final weights (no optimizer state) with the space and config they belong to."""
     state = {

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from supernet import data
+from supernet import data, sources
 from supernet.data import DataError, Dataset, TensorLoader, load_dataset
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -63,7 +63,7 @@ def test_embedded_shapes_counts_classes(embedded: Dataset) -> None:
 
 
 def test_splits_disjoint_and_search_val_seeded(embedded: Dataset) -> None:
-    _, full, full_labels, test_images, _ = data._load_embedded(str(data.EMBEDDED_PATH))
+    _, full, full_labels, test_images, _ = sources.read_embedded(str(data.EMBEDDED_PATH))
     full_keys = row_keys(full)
     assert len(set(full_keys)) == len(full_keys) == 10000  # no duplicate images, so set checks are exact
     train, held = set(row_keys(embedded.train.images)), set(row_keys(embedded.search_val.images))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import supernet.train as train_module
+import supernet.step as step_module
 from moga.cli import main
 from supernet import UserError, get_space
 from supernet.config import SupernetConfig
@@ -20,8 +20,9 @@ from supernet.model import block_cost
 from supernet.optim import Precision
 from supernet.sampler import FairnessAudit, FairSampler, Genes
 from supernet.space import SearchSpace
+from supernet.step import supernet_step, teacher_genes
 from supernet.supernet import Supernet
-from supernet.train import NON_WEIGHT_KEYS, supernet_step, teacher_genes, train_supernet, training_fingerprint
+from supernet.train import NON_WEIGHT_KEYS, train_supernet, training_fingerprint
 from tests.tiny_experiment import tiny_space_yaml, write_experiment
 
 CPU = Precision(torch.device("cpu"), False)
@@ -155,7 +156,7 @@ def test_the_teacher_is_the_path_with_the_most_multiply_adds(tiny):
 
 def test_teacher_ties_go_to_the_lowest_index(tiny, monkeypatch):
     tables = (0, 0, [], [np.array([5, 9, 9, 1]), np.array([7, 7]), np.array([0, 0, 0])])
-    monkeypatch.setattr(train_module, "cost_tables", lambda space: tables)
+    monkeypatch.setattr(step_module, "cost_tables", lambda space: tables)
     assert teacher_genes(tiny) == (1, 0, 0)
 
 

@@ -27,8 +27,9 @@ from supernet.distributed import dist_backend, rank_device
 from supernet.evaluate import SubnetEvaluator, working_set
 from supernet.optim import Precision, autocast_dtype
 from supernet.sampler import FairSampler
+from supernet.step import supernet_step
 from supernet.supernet import Supernet
-from supernet.train import supernet_step, train_supernet
+from supernet.train import train_supernet
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a CUDA device object needs no GPU
 ROOT = Path(__file__).resolve().parent.parent

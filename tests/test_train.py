@@ -24,8 +24,9 @@ from supernet.config import SupernetConfig
 from supernet.data import load_dataset
 from supernet.optim import Precision
 from supernet.sampler import FairnessAudit, FairSampler, UniformSampler
+from supernet.step import supernet_step
 from supernet.supernet import Supernet
-from supernet.train import load_supernet, supernet_step, train_supernet
+from supernet.train import load_supernet, train_supernet
 from tests.tiny_experiment import tiny_space_yaml
 
 FAST = {"batch_size": 16, "warmup_steps": 2, "eval": {"images": 100, "calib_images": 50}, "eval_paths": 2, "lr": 0.2}
